@@ -1,0 +1,315 @@
+"""The orchestrator: findings -> scope -> retrieval -> rules -> composed, cited Answer.
+
+``Assistant.ask`` is the one entry point every surface uses (UI, HTTP, CDS Hooks, CLI, evals).
+The tier comes only from the rules table; nothing here produces or alters it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from langchain_core.runnables import Runnable, RunnableConfig
+
+from assistant.audit import AuditLog, elapsed_ms
+from assistant.compose import Composer
+from assistant.corpus import Corpus, load_corpus, make_retriever
+from assistant.disagreements import Disagreements, load_disagreements
+from assistant.embeddings import Embedder, embedder_from_settings
+from assistant.errors import IndexUnavailableError, InputError
+from assistant.findings import resolve_findings
+from assistant.index import VectorIndex, ensure_index
+from assistant.lexicon import Lexicon, load_lexicon
+from assistant.retrieval import BM25Retriever, Retriever
+from assistant.rules import RuleTable, load_rules
+from assistant.scope import ScopeGuard, load_scope_terms
+from assistant.settings import Settings
+from assistant.types import Answer, Findings, Passage, Recommendation, Versions
+
+log = logging.getLogger(__name__)
+
+DISCLAIMER = (
+    "Decision support only. PCE Assistant summarises published reviews, cohorts and case reports "
+    "and applies a fixed, cited decision table; the evidence base is small and there is no "
+    "standard of care. It does not replace clinical judgement, local protocols or specialist "
+    "advice: check the cited sources and the basis before acting."
+)
+CONTROL_OK = {"\n", "\r", "\t"}
+
+
+def app_version() -> str:
+    try:
+        return version("pce-assistant")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0+unknown"
+
+
+def validate_question(question: object, max_chars: int) -> str:
+    if not isinstance(question, str):
+        raise InputError(f"The question must be text, not {type(question).__name__}.")
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in question):
+        raise InputError("The question is not valid UTF-8 text; re-type or re-paste it.")
+    bad = sorted({c for c in question if unicodedata.category(c) == "Cc" and c not in CONTROL_OK})
+    if bad:
+        shown = ", ".join(f"U+{ord(c):04X}" for c in bad[:5])
+        raise InputError(f"The question contains control characters ({shown}); remove them.")
+    text = question.strip()
+    if not text:
+        raise InputError("The question is empty; type a question about cement embolism.")
+    if len(text) > max_chars:
+        raise InputError(
+            f"The question is {len(text):,} characters long; the limit is {max_chars:,}. "
+            "Shorten it to the clinical question and key findings."
+        )
+    return text
+
+
+def history_user_turns(history: object, max_turns: int, max_chars: int) -> list[str]:
+    """Accept OpenAI/Gradio-style messages or plain strings; keep the user turns' text."""
+    if history is None:
+        return []
+    if not isinstance(history, Sequence) or isinstance(history, (str, bytes)):
+        raise InputError("history must be a list of messages", field="history")
+    if len(history) > max_turns:
+        raise InputError(
+            f"history has {len(history)} messages; the limit is {max_turns}. Start a new "
+            "conversation or send only the recent turns.",
+            field="history",
+        )
+    turns: list[str] = []
+    for i, item in enumerate(history):
+        if isinstance(item, str):
+            role, content = "user", item
+        elif isinstance(item, Mapping):
+            role, content = item.get("role", "user"), item.get("content", "")
+        else:
+            raise InputError(f"history[{i}] must be a message object or text", field="history")
+        if isinstance(content, list):  # Gradio 6 content blocks
+            content = " ".join(
+                str(b.get("text", "")) for b in content if isinstance(b, Mapping)
+            )
+        if not isinstance(content, str):
+            raise InputError(f"history[{i}].content must be text", field="history")
+        if len(content) > max_chars:
+            raise InputError(
+                f"history[{i}] is longer than {max_chars:,} characters", field="history"
+            )
+        if role == "user" and content.strip():
+            turns.append(content)
+    return turns
+
+
+@dataclass
+class Components:
+    """Everything ask() needs, built once; tests build it with fakes."""
+
+    settings: Settings
+    corpus: Corpus
+    retriever: Retriever
+    bm25: BM25Retriever
+    rules: RuleTable
+    lexicon: Lexicon
+    scope: ScopeGuard
+    disagreements: Disagreements
+    embedder: Embedder
+    index: VectorIndex | None
+    index_name: str = ""
+
+
+class Assistant(Runnable[Any, Answer]):
+    """Ask questions; get cited answers and, when relevant, the rules table's recommendation."""
+
+    def __init__(self, components: Components, audit: AuditLog | None = None) -> None:
+        self.c = components
+        self.settings = components.settings
+        self.audit = audit
+        self.composer = Composer(components.corpus.passages)
+        self.versions = Versions(
+            app=app_version(),
+            knowledge=components.corpus.fingerprint,
+            rules=f"{components.rules.version} ({components.rules.fingerprint})",
+            model=f"{components.embedder.name} ({self.settings.embedding_sha256[:12]})",
+            index=components.index_name,
+        )
+
+    # -- construction ------------------------------------------------------------------------
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings | None = None,
+        *,
+        embedder: Embedder | None = None,
+        retriever: str | None = None,
+        audit: bool = True,
+        build_index: bool = True,
+    ) -> Assistant:
+        """Load knowledge, rules and lexicon (validated), open or build the index, wire it all."""
+        settings = settings or Settings()
+        corpus = load_corpus(settings)
+        known_sections = {s.id for src in corpus.sources.values() for s in src.sections}
+        rules = load_rules(settings.knowledge_dir / "rules.yaml", corpus.knowledge.sources)
+        lexicon = load_lexicon(settings.knowledge_dir / "lexicon.yaml")
+        scope = ScopeGuard(
+            load_scope_terms(settings.knowledge_dir / "scope.yaml"), settings.scope_threshold
+        )
+        disagreements = load_disagreements(
+            settings.knowledge_dir / "disagreements.yaml", known_sections
+        )
+        embedder = embedder or embedder_from_settings(
+            settings.embedding_model_dir, settings.embedding_sha256, settings.embedding_model_name
+        )
+        mode = retriever or settings.retriever
+        index: VectorIndex | None = None
+        index_name = ""
+        if mode != "bm25" or build_index:
+            index, report = ensure_index(
+                settings, corpus.passages, embedder, corpus.fingerprint, rebuild=False
+            )
+            index_name = report.collection
+            if report.built:
+                log.warning("%s", report.summary())
+        components = Components(
+            settings=settings,
+            corpus=corpus,
+            retriever=make_retriever(mode, settings, corpus, index, embedder),
+            bm25=BM25Retriever(corpus.passages),
+            rules=rules,
+            lexicon=lexicon,
+            scope=scope,
+            disagreements=disagreements,
+            embedder=embedder,
+            index=index,
+            index_name=index_name,
+        )
+        return cls(components, AuditLog(settings.audit_path) if audit else None)
+
+    # -- answering ---------------------------------------------------------------------------
+
+    def _retrieve(self, question: str) -> tuple[list[Passage], list[str]]:
+        notes: list[str] = []
+        try:
+            passages = self.c.retriever.retrieve(question, self.settings.top_k)
+        except IndexUnavailableError as exc:
+            log.error("dense retrieval unavailable, falling back to keyword search: %s", exc)
+            notes.append(
+                "The vector index is unreachable; this answer used keyword search only."
+            )
+            passages = self.c.bm25.retrieve(question, self.settings.top_k)
+        return passages, notes
+
+    def _similarity(self, question: str, passages: Sequence[Passage]) -> float | None:
+        dense = [p.scores["dense"] for p in passages if "dense" in p.scores]
+        if dense:
+            return max(dense)
+        if self.c.index is None:
+            return None
+        try:  # keyword-only modes still judge scope the same way
+            hits = self.c.index.query(self.c.embedder.embed_query(question), 1)
+        except IndexUnavailableError:
+            return None
+        return hits[0][1] if hits else None
+
+    def recommend(self, findings: Findings) -> Recommendation:
+        return self.c.rules.recommend(findings)
+
+    def ask(
+        self,
+        question: str,
+        findings: Mapping[str, Any] | None = None,
+        history: Sequence[Any] | None = None,
+        *,
+        user: str | None = None,
+        surface: str = "python",
+    ) -> Answer:
+        start = time.perf_counter()
+        s = self.settings
+        text = validate_question(question, s.max_question_chars)
+        turns = history_user_turns(history, s.max_history_turns, s.max_question_chars)
+        if findings is not None and not isinstance(findings, Mapping):
+            raise InputError("findings must be an object of finding -> value", field="findings")
+        resolved = resolve_findings(text, self.c.lexicon, explicit=findings, history=turns)
+        passages, notes = self._retrieve(text)
+        decision = self.c.scope.decide(
+            text,
+            self._similarity(text, passages),
+            history_in_scope=any(self.c.scope.names_domain(t) for t in turns),
+        )
+        if not decision.in_scope:
+            answer = Answer(
+                question=text,
+                in_scope=False,
+                text=f"This question appears to be outside what I cover. {self.c.scope.statement}",
+                findings=resolved,
+                disclaimer=DISCLAIMER,
+                versions=self.versions,
+                notes=(*notes, f"Scope: {decision.reason}."),
+                latency_ms=elapsed_ms(start),
+            )
+            return self._audited(answer, user, surface)
+        recommendation = None
+        if resolved.has_clinical_finding() or resolved.asks_management:
+            recommendation = self.c.rules.recommend(resolved)
+        topics = self.c.disagreements.matching(text)
+        composed = self.composer.compose(text, passages, topics)
+        cited_extra = [p for p in self.composer.passages_for(topics) if p not in passages]
+        follow_ups = tuple(m.question for m in recommendation.missing) if recommendation else ()
+        answer = Answer(
+            question=text,
+            in_scope=True,
+            text=composed.text or "No passage in the knowledge base answers this question.",
+            citations=composed.citations,
+            recommendation=recommendation,
+            findings=resolved,
+            follow_up_questions=follow_ups,
+            passages=(*passages, *cited_extra),
+            disclaimer=DISCLAIMER,
+            versions=self.versions,
+            notes=tuple(notes),
+            latency_ms=elapsed_ms(start),
+        )
+        return self._audited(answer, user, surface)
+
+    def _audited(self, answer: Answer, user: str | None, surface: str) -> Answer:
+        if self.audit is None:
+            return answer
+        rec = answer.recommendation
+        self.audit.record(
+            "ask",
+            id=answer.id,
+            surface=surface,
+            user=user,
+            question=answer.question,
+            in_scope=int(answer.in_scope),
+            findings=answer.findings.model_dump(mode="json"),
+            tier=rec.tier if rec else None,
+            rule_id=rec.rule_id if rec else None,
+            escalations=[e.id for e in rec.escalations] if rec else [],
+            citations=[c.model_dump(mode="json") for c in answer.citations],
+            versions=answer.versions.model_dump(mode="json"),
+            latency_ms=answer.latency_ms,
+        )
+        return answer
+
+    # -- LangChain Runnable ------------------------------------------------------------------
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Answer:
+        """Input: a question string, or {"question", "findings"?, "history"?}."""
+        if isinstance(input, str):
+            return self.ask(input, surface="langchain")
+        if isinstance(input, Mapping):
+            unknown = set(input) - {"question", "findings", "history"}
+            if unknown:
+                raise InputError(f"unknown input keys: {', '.join(sorted(unknown))}")
+            return self.ask(
+                input.get("question", ""),
+                findings=input.get("findings"),
+                history=input.get("history"),
+                surface="langchain",
+            )
+        raise InputError("input must be a question string or a mapping with 'question'")

@@ -1,0 +1,195 @@
+"""Load and validate the curated knowledge base (``knowledge/sources/*.md``).
+
+Each source is Markdown with YAML front matter; its body is ``##`` sections, each a retrieval
+passage. Any malformed file fails loading with its path and the field named, so a broken
+knowledge base never reaches a clinician.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from assistant.errors import KnowledgeError
+from assistant.types import EvidenceType, Section, Source
+
+DOI_RE = re.compile(r"^10\.\d{4,9}/\S+$")
+PMID_RE = re.compile(r"^\d{1,9}$")
+ID_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+HEADING_RE = re.compile(r"^##\s+(.+?)\s*$", re.MULTILINE)
+
+
+def slugify(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+class SourceMeta(BaseModel):
+    """The front matter of a source file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(description="Kebab-case, unique; by convention the file name.")
+    title: str = Field(min_length=1)
+    authors: list[str] = Field(description="'Surname Initials'; empty when not confirmed.")
+    journal: str = Field(min_length=1)
+    year: int = Field(ge=1900, le=2100)
+    doi: str | None = None
+    pmid: str | None = None
+    evidence_type: EvidenceType
+    url: str = Field(pattern=r"^https://(doi\.org|pubmed\.ncbi\.nlm\.nih\.gov)/")
+    facts: list[str] = Field(default_factory=list, description="Dossier fact ids (F1...).")
+
+    @field_validator("id")
+    @classmethod
+    def _id_format(cls, value: str) -> str:
+        if not ID_RE.match(value):
+            raise ValueError(f"'{value}' is not lowercase kebab-case")
+        return value
+
+    @field_validator("doi")
+    @classmethod
+    def _doi_format(cls, value: str | None) -> str | None:
+        if value is not None and not DOI_RE.match(value):
+            raise ValueError(f"'{value}' is not a DOI like 10.1234/abc (no 'doi:' or URL)")
+        return value
+
+    @field_validator("pmid", mode="before")
+    @classmethod
+    def _pmid_format(cls, value: Any) -> str | None:
+        if value is None:
+            return None
+        text = str(value)
+        if not PMID_RE.match(text):
+            raise ValueError(f"'{text}' is not a PMID (digits only)")
+        return text
+
+    @model_validator(mode="after")
+    def _needs_identifier(self) -> SourceMeta:
+        if not self.doi and not self.pmid:
+            raise ValueError("a source needs a doi or a pmid so a clinician can check it")
+        return self
+
+
+@dataclass(frozen=True)
+class KnowledgeBase:
+    directory: Path
+    sources: dict[str, Source]
+    fingerprint: str
+    user_sources: dict[str, Source] = field(default_factory=dict)
+
+    @property
+    def all_sources(self) -> dict[str, Source]:
+        return {**self.sources, **self.user_sources}
+
+    def section(self, section_id: str) -> tuple[Source, Section] | None:
+        source_id = section_id.split("#", 1)[0]
+        source = self.all_sources.get(source_id)
+        if source is None:
+            return None
+        for section in source.sections:
+            if section.id == section_id:
+                return source, section
+        return None
+
+
+def split_front_matter(path: Path, text: str) -> tuple[dict[str, Any], str]:
+    if not text.startswith("---"):
+        raise KnowledgeError(path, "front matter", "the file must start with a '---' YAML block")
+    parts = text.split("\n---", 1)
+    if len(parts) != 2:
+        raise KnowledgeError(path, "front matter", "no closing '---' line")
+    try:
+        meta = yaml.safe_load(parts[0].lstrip("-"))
+    except yaml.YAMLError as exc:
+        raise KnowledgeError(path, "front matter", f"invalid YAML: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise KnowledgeError(path, "front matter", "must be a YAML mapping of fields")
+    body = parts[1].split("\n", 1)[1] if "\n" in parts[1] else ""
+    return meta, body
+
+
+def parse_sections(path: Path, source_id: str, body: str) -> tuple[Section, ...]:
+    headings = list(HEADING_RE.finditer(body))
+    if not headings:
+        raise KnowledgeError(path, "sections", "the body needs at least one '## ' section")
+    if body[: headings[0].start()].strip():
+        raise KnowledgeError(path, "sections", "text before the first '## ' heading")
+    sections: list[Section] = []
+    seen: set[str] = set()
+    for i, match in enumerate(headings):
+        end = headings[i + 1].start() if i + 1 < len(headings) else len(body)
+        heading = match.group(1).strip()
+        text = body[match.end() : end].strip()
+        if not text:
+            raise KnowledgeError(path, f"section '{heading}'", "is empty")
+        if text.lstrip().startswith("#"):
+            raise KnowledgeError(path, f"section '{heading}'", "only '##' headings are allowed")
+        section_id = f"{source_id}#{slugify(heading)}"
+        if section_id in seen:
+            raise KnowledgeError(path, f"section '{heading}'", "duplicate heading in this file")
+        seen.add(section_id)
+        sections.append(Section(id=section_id, heading=heading, text=text))
+    return tuple(sections)
+
+
+def load_source(path: Path) -> Source:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise KnowledgeError(path, "file", "is not valid UTF-8") from exc
+    raw, body = split_front_matter(path, text)
+    try:
+        meta = SourceMeta.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "front matter"
+        raise KnowledgeError(path, where, err["msg"]) from exc
+    return Source(
+        id=meta.id,
+        title=meta.title,
+        authors=tuple(meta.authors),
+        journal=meta.journal,
+        year=meta.year,
+        doi=meta.doi,
+        pmid=meta.pmid,
+        evidence_type=meta.evidence_type,
+        url=meta.url,
+        facts=tuple(meta.facts),
+        sections=parse_sections(path, meta.id, body),
+    )
+
+
+def content_fingerprint(paths: Iterable[Path], root: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(b"\0")
+        digest.update(path.read_bytes())
+        digest.update(b"\0")
+    return digest.hexdigest()[:12]
+
+
+def load_knowledge(directory: Path) -> KnowledgeBase:
+    """Load every ``sources/*.md`` under ``directory``; raise KnowledgeError on the first bad one."""
+    source_dir = directory / "sources"
+    if not source_dir.is_dir():
+        raise KnowledgeError(source_dir, "directory", "not found; set PCE_KNOWLEDGE_DIR")
+    paths = sorted(source_dir.glob("*.md"))
+    if not paths:
+        raise KnowledgeError(source_dir, "directory", "contains no .md source files")
+    sources: dict[str, Source] = {}
+    for path in paths:
+        source = load_source(path)
+        if source.id in sources:
+            raise KnowledgeError(path, "id", f"duplicate id '{source.id}' (also in another file)")
+        sources[source.id] = source
+    return KnowledgeBase(
+        directory=directory, sources=sources, fingerprint=content_fingerprint(paths, directory)
+    )

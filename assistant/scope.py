@@ -1,0 +1,79 @@
+"""Is a question about cement embolism / vertebral augmentation? If not, the assistant abstains.
+
+Deterministic: the terms in ``knowledge/scope.yaml`` decide first; only a question that names
+neither the domain nor another condition falls back to its dense similarity to the knowledge.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from assistant.errors import RulesError
+
+
+class ScopeTerms(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: int
+    statement: str
+    core: list[str]
+    procedure: list[str]
+    context: list[str]
+    other_conditions: list[str]
+
+
+@dataclass(frozen=True)
+class ScopeDecision:
+    in_scope: bool
+    reason: str
+
+
+class ScopeGuard:
+    def __init__(self, terms: ScopeTerms, threshold: float) -> None:
+        self.statement = terms.statement
+        self.threshold = threshold
+
+        def compile_all(patterns: list[str]) -> re.Pattern[str]:
+            return re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE | re.DOTALL)
+
+        self.core = compile_all(terms.core)
+        self.procedure = compile_all(terms.procedure)
+        self.context = compile_all(terms.context)
+        self.other = compile_all(terms.other_conditions)
+
+    def names_domain(self, text: str) -> bool:
+        return bool(
+            self.core.search(text) or (self.procedure.search(text) and self.context.search(text))
+        )
+
+    def decide(
+        self, question: str, similarity: float | None, history_in_scope: bool = False
+    ) -> ScopeDecision:
+        if self.names_domain(question):
+            return ScopeDecision(True, "names cement embolism or vertebral augmentation")
+        if self.other.search(question):
+            return ScopeDecision(False, "names another condition")
+        if history_in_scope and self.context.search(question):
+            return ScopeDecision(True, "follows up an in-scope conversation")
+        if similarity is not None and similarity >= self.threshold:
+            return ScopeDecision(True, f"close to the knowledge base ({similarity:.2f})")
+        return ScopeDecision(False, "not about cement embolism")
+
+
+@lru_cache(maxsize=8)
+def load_scope_terms(path: Path) -> ScopeTerms:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        terms = ScopeTerms.model_validate(raw)
+        for group in ("core", "procedure", "context", "other_conditions"):
+            for pattern in getattr(terms, group):
+                re.compile(pattern)
+    except (OSError, yaml.YAMLError, ValidationError, re.error) as exc:
+        raise RulesError([str(exc)], path) from exc
+    return terms
