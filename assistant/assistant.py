@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 import unicodedata
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -40,6 +41,7 @@ DISCLAIMER = (
     "advice: check the cited sources and the basis before acting."
 )
 CONTROL_OK = {"\n", "\r", "\t"}
+PINNED = 2
 
 
 def app_version() -> str:
@@ -90,9 +92,7 @@ def history_user_turns(history: object, max_turns: int, max_chars: int) -> list[
         else:
             raise InputError(f"history[{i}] must be a message object or text", field="history")
         if isinstance(content, list):  # Gradio 6 content blocks
-            content = " ".join(
-                str(b.get("text", "")) for b in content if isinstance(b, Mapping)
-            )
+            content = " ".join(str(b.get("text", "")) for b in content if isinstance(b, Mapping))
         if not isinstance(content, str):
             raise InputError(f"history[{i}].content must be text", field="history")
         if len(content) > max_chars:
@@ -189,6 +189,12 @@ class Assistant(Runnable[Any, Answer]):
         )
         return cls(components, AuditLog(settings.audit_path) if audit else None)
 
+    def warm_up(self) -> None:
+        """Load the model and touch the index now, so the first clinician does not wait."""
+        self.c.embedder.embed_query("pulmonary cement embolism")
+        if self.c.index is not None:
+            self.c.retriever.retrieve("pulmonary cement embolism", 1)
+
     # -- answering ---------------------------------------------------------------------------
 
     def _retrieve(self, question: str) -> tuple[list[Passage], list[str]]:
@@ -197,9 +203,7 @@ class Assistant(Runnable[Any, Answer]):
             passages = self.c.retriever.retrieve(question, self.settings.top_k)
         except IndexUnavailableError as exc:
             log.error("dense retrieval unavailable, falling back to keyword search: %s", exc)
-            notes.append(
-                "The vector index is unreachable; this answer used keyword search only."
-            )
+            notes.append("The vector index is unreachable; this answer used keyword search only.")
             passages = self.c.bm25.retrieve(question, self.settings.top_k)
         return passages, notes
 
@@ -217,6 +221,50 @@ class Assistant(Runnable[Any, Answer]):
 
     def recommend(self, findings: Findings) -> Recommendation:
         return self.c.rules.recommend(findings)
+
+    def recommend_from(
+        self, explicit: Mapping[str, Any], *, user: str | None = None, surface: str = "python"
+    ) -> tuple[Findings, Recommendation, str]:
+        """Structured findings only (forms, EHRs): the tier without retrieval or free text."""
+        start = time.perf_counter()
+        if not isinstance(explicit, Mapping) or not explicit:
+            raise InputError(
+                "findings is empty; give at least symptomatic and location", field="findings"
+            )
+        findings = resolve_findings("", self.c.lexicon, explicit=explicit)
+        rec = self.c.rules.recommend(findings)
+        event_id = uuid.uuid4().hex
+        if self.audit is not None:
+            self.audit.record(
+                "cds" if surface == "cds" else "recommend",
+                id=event_id,
+                surface=surface,
+                user=user,
+                findings=findings.model_dump(mode="json"),
+                tier=rec.tier,
+                rule_id=rec.rule_id,
+                escalations=[e.id for e in rec.escalations],
+                citations=[c.model_dump(mode="json") for c in rec.citations],
+                versions=self.versions.model_dump(mode="json"),
+                latency_ms=elapsed_ms(start),
+            )
+        return findings, rec, event_id
+
+    def record_feedback(
+        self,
+        ref: str,
+        outcome: str,
+        comment: str | None = None,
+        *,
+        user: str | None = None,
+        surface: str = "python",
+    ) -> str | None:
+        """Feedback on an answer or card (helpful, evidence wrong, accepted, overridden...)."""
+        if self.audit is None:
+            return None
+        return self.audit.record(
+            "feedback", ref=ref, outcome=outcome, comment=comment, user=user, surface=surface
+        )
 
     def ask(
         self,
@@ -256,8 +304,15 @@ class Assistant(Runnable[Any, Answer]):
         if resolved.has_clinical_finding() or resolved.asks_management:
             recommendation = self.c.rules.recommend(resolved)
         topics = self.c.disagreements.matching(text)
-        composed = self.composer.compose(text, passages, topics)
-        cited_extra = [p for p in self.composer.passages_for(topics) if p not in passages]
+        # For a management question the passages behind the rule are the evidence to show first.
+        pinned = self.composer.passages_by_id(
+            [c.passage_id for c in recommendation.citations][:PINNED] if recommendation else []
+        )
+        ranked = [*pinned, *(p for p in passages if p not in pinned)]
+        composed = self.composer.compose(text, ranked, topics, reserved=len(pinned))
+        cited_extra = [
+            p for p in [*pinned, *self.composer.passages_for(topics)] if p not in passages
+        ]
         follow_ups = tuple(m.question for m in recommendation.missing) if recommendation else ()
         answer = Answer(
             question=text,

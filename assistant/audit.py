@@ -38,16 +38,32 @@ CREATE TABLE IF NOT EXISTS events (
     versions TEXT,                 -- JSON
     latency_ms REAL,
     ref TEXT,                      -- feedback: the answer/card id it is about
-    outcome TEXT,                  -- feedback: helpful | not_helpful | evidence_wrong | accepted | overridden
+    outcome TEXT,                  -- feedback: helpful, not_helpful, evidence_wrong, accepted...
     comment TEXT
 );
 CREATE INDEX IF NOT EXISTS events_kind ON events(kind);
 CREATE INDEX IF NOT EXISTS events_ref ON events(ref);
 """
-COLUMNS = (
-    "seq id ts kind surface user question in_scope findings tier rule_id escalations citations "
-    "versions latency_ms ref outcome comment"
-).split()
+COLUMNS = [
+    "seq",
+    "id",
+    "ts",
+    "kind",
+    "surface",
+    "user",
+    "question",
+    "in_scope",
+    "findings",
+    "tier",
+    "rule_id",
+    "escalations",
+    "citations",
+    "versions",
+    "latency_ms",
+    "ref",
+    "outcome",
+    "comment",
+]
 
 
 def _now() -> str:
@@ -85,9 +101,11 @@ class AuditLog:
         for key, value in fields.items():
             if key not in COLUMNS:
                 raise ValueError(f"unknown audit column {key!r}")
-            row[key] = json.dumps(value, ensure_ascii=False) if isinstance(
-                value, (dict, list, tuple)
-            ) else value
+            row[key] = (
+                json.dumps(value, ensure_ascii=False)
+                if isinstance(value, (dict, list, tuple))
+                else value
+            )
         try:
             self._ensure()
             names = ", ".join(row)

@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from assistant.errors import AssistantError
 from assistant.settings import Settings
@@ -39,19 +40,27 @@ def cmd_index(args: argparse.Namespace) -> int:
     if args.add:
         added = add_user_documents([Path(p) for p in args.add], settings.data_dir)
         for source in added:
-            print(f"Added user-supplied document '{source.title}' as {source.id} "
-                  f"({len(source.sections)} section(s)).")
+            print(
+                f"Added user-supplied document '{source.title}' as {source.id} "
+                f"({len(source.sections)} section(s))."
+            )
     corpus = load_corpus(settings)
     embedder = embedder_from_settings(
         settings.embedding_model_dir, settings.embedding_sha256, settings.embedding_model_name
     )
     _, report = ensure_index(
-        settings, corpus.passages, embedder, corpus.fingerprint,
-        rebuild=args.rebuild, progress=sys.stderr.isatty(),
+        settings,
+        corpus.passages,
+        embedder,
+        corpus.fingerprint,
+        rebuild=args.rebuild,
+        progress=sys.stderr.isatty(),
     )
     print(report.summary())
-    print(f"Knowledge version {corpus.knowledge.fingerprint}; "
-          f"{len(corpus.user_sources)} user-supplied document(s).")
+    print(
+        f"Knowledge version {corpus.knowledge.fingerprint}; "
+        f"{len(corpus.user_sources)} user-supplied document(s)."
+    )
     return 0
 
 
@@ -68,9 +77,133 @@ def cmd_rules_check(args: argparse.Namespace) -> int:
         for problem in problems:
             print(f"  - {problem}", file=sys.stderr)
         return 1
-    print(f"{path}: OK (no unknown fields or values, no duplicate ids, every citation resolves, "
-          "no gaps or overlaps over every combination of inputs).")
+    print(
+        f"{path}: OK (no unknown fields or values, no duplicate ids, every citation resolves, "
+        "no gaps or overlaps over every combination of inputs)."
+    )
     return 0
+
+
+def _yes_no(value: str | None) -> bool | None:
+    return None if value in (None, "unknown") else value == "yes"
+
+
+def _assistant(args: argparse.Namespace) -> Any:
+    from assistant.assistant import Assistant
+
+    return Assistant.from_settings(_settings(args))
+
+
+def format_answer(answer: Any) -> str:
+    """Plain-text rendering for the terminal: narrative, citations, then the tier card."""
+    lines = [answer.text, ""]
+    for c in answer.citations:
+        ident = f"doi:{c.doi}" if c.doi else (f"PMID {c.pmid}" if c.pmid else c.source_id)
+        lines.append(
+            f"[{c.n}] {c.title} ({c.year or 'n.d.'}; {c.evidence_type}) — {c.section}. "
+            f"{ident} {c.url or ''}".rstrip()
+        )
+    rec = answer.recommendation
+    if rec is not None:
+        lines += [
+            "",
+            f"== Recommendation: {rec.label} [{rec.tier}] (rule {rec.rule_id}, "
+            f"rules {rec.rules_version})",
+        ]
+        lines += [f"  - {a}" for a in rec.actions]
+        for esc in rec.escalations:
+            lines += [f"  ! Escalation: {esc.label}"] + [f"    - {a}" for a in esc.actions]
+        if rec.caveats:
+            lines += ["  Caveats:"] + [f"    - {c}" for c in rec.caveats]
+        lines += ["  Basis:"] + [
+            f'    - {e.finding} = {e.value} ({e.origin}: "{e.text}")'
+            for e in answer.findings.evidence
+        ]
+        lines += ["  Sources:"] + [
+            f"    - {c.title} ({c.year}) — {c.section} {c.url or ''}".rstrip()
+            for c in rec.citations
+        ]
+    if answer.follow_up_questions:
+        lines += ["", "To decide, I need to know:"] + [
+            f"  ? {q}" for q in answer.follow_up_questions
+        ]
+    lines += ["", answer.disclaimer]
+    return "\n".join(lines)
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    findings: dict[str, Any] = {}
+    if args.symptomatic:
+        findings["symptomatic"] = _yes_no(args.symptomatic)
+    if args.location:
+        findings["location"] = None if args.location == "unknown" else args.location
+    if args.unstable:
+        findings["hemodynamic_instability"] = _yes_no(args.unstable)
+    if args.intracardiac:
+        findings["intracardiac_cement"] = _yes_no(args.intracardiac)
+    answer = _assistant(args).ask(args.question, findings=findings or None, surface="cli")
+    if args.json:
+        _print_json(answer.to_json())
+    else:
+        print(format_answer(answer))
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    """An interactive ask loop in the terminal; findings carry over between turns."""
+    from assistant.errors import InputError
+
+    assistant = _assistant(args)
+    history: list[dict[str, str]] = []
+    print("PCE Assistant: ask about pulmonary cement embolism. Empty line or Ctrl-D to quit.")
+    while True:
+        try:
+            question = input("\n> ").strip()
+        except EOFError:
+            return 0
+        if not question:
+            return 0
+        try:
+            answer = assistant.ask(question, history=history, surface="cli")
+        except InputError as exc:
+            print(f"error: {exc}")
+            continue
+        print(format_answer(answer))
+        history += [
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": answer.text},
+        ]
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from assistant.server import build_app
+
+    settings = _settings(args)
+    host = args.host or settings.host
+    port = args.port or settings.port
+    app = build_app(settings)
+    print(f"PCE Assistant on http://{host}:{port}/ (API docs at /docs)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+    return 0
+
+
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    from assistant.audit import AuditLog
+
+    settings = _settings(args)
+    out = Path(args.out)
+    fmt = args.format or ("csv" if out.suffix.lower() == ".csv" else "jsonl")
+    n = AuditLog(settings.audit_path).export(out, fmt)
+    print(f"Exported {n} audit event(s) from {settings.audit_path} to {out} ({fmt}).")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from assistant.evaluation import run_cli
+
+    return run_cli(args, _settings(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,6 +226,58 @@ def build_parser() -> argparse.ArgumentParser:
     pc = rules_sub.add_parser("check", help="verify the rules table (CI runs this)")
     pc.add_argument("--path", help="a rules YAML file (default: knowledge/rules.yaml)")
     pc.set_defaults(func=cmd_rules_check)
+
+    p = sub.add_parser("ask", help="ask one question; prints narrative, citations and tier card")
+    p.add_argument("question")
+    p.add_argument("--symptomatic", choices=["yes", "no", "unknown"])
+    p.add_argument("--location", choices=["central", "peripheral", "unknown"])
+    p.add_argument("--unstable", choices=["yes", "no", "unknown"], help="haemodynamic instability")
+    p.add_argument("--intracardiac", choices=["yes", "no", "unknown"], help="intracardiac cement")
+    p.add_argument("--json", action="store_true", help="print the Answer as JSON")
+    p.add_argument("--retriever", choices=["hybrid", "dense", "bm25"])
+    p.add_argument("--chroma-url")
+    p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("chat", help="interactive ask loop in the terminal")
+    p.add_argument("--chroma-url")
+    p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("serve", help="web UI + HTTP API + CDS Hooks on one server")
+    p.add_argument("--host", help="default 127.0.0.1 (PCE_HOST)")
+    p.add_argument("--port", type=int, help="default 7860 (PCE_PORT)")
+    p.add_argument("--chroma-url")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("eval", help="run question sets; write the evaluation report")
+    p.add_argument(
+        "--set",
+        action="append",
+        dest="sets",
+        metavar="NAME",
+        help="question set name under evals/questions (repeatable; default: all)",
+    )
+    p.add_argument(
+        "--retriever",
+        choices=["hybrid", "dense", "bm25", "all"],
+        default="all",
+        help="retrieval mode(s) to compare (default: all three side by side)",
+    )
+    p.add_argument("--split", choices=["dev", "test", "all"], default="all")
+    p.add_argument("--out", default="evals/reports", help="report directory")
+    p.add_argument("--ragas", action="store_true", help="also export runs in RAGAS columns")
+    p.add_argument(
+        "--gate",
+        action="store_true",
+        help="exit 1 if the CI thresholds are not met (lists the broken cases)",
+    )
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("audit", help="the audit trail")
+    audit_sub = p.add_subparsers(dest="audit_command", required=True)
+    pe = audit_sub.add_parser("export", help="export every event to CSV or JSONL")
+    pe.add_argument("--out", required=True, help="output file (.csv or .jsonl)")
+    pe.add_argument("--format", choices=["csv", "jsonl"])
+    pe.set_defaults(func=cmd_audit_export)
 
     return parser
 

@@ -24,9 +24,15 @@ STOPWORDS = frozenset(
     "that the their there these this to was we were what when where which who why will with "
     "after about after any my our your me you there than then them they into out up".split()
 )
-# Sentences about the provenance of our notes answer no clinical question.
-META_RE = re.compile(r"\b(abstract|stored (copy|text)|knowledge base|read at)\b", re.IGNORECASE)
+# Sentences about the provenance of our notes (what could be read) answer no clinical question.
+META_RE = re.compile(
+    r"\b(abstract|stored (copy|text)|knowledge base|read at|only a short|single case report)\b",
+    re.IGNORECASE,
+)
+ANAPHORA_RE = re.compile(r"(?:They|These|This|It|Such|Those|Both|Its|Their|He|She)\b")
 MAX_SENTENCES = 4
+# Retrieval rank still matters when words tie: the top passage gets a head start.
+RANK_PRIOR = 1.5
 SNIPPET_CHARS = 300
 
 
@@ -59,25 +65,49 @@ class Composer:
     def _score(self, q_terms: set[str], sentence: str) -> float:
         s_terms = set(terms(sentence))
         overlap = sum(self.idf.get(t, self.default_idf) for t in q_terms & s_terms)
-        penalty = 0.5 if META_RE.search(sentence) else 1.0
-        return penalty * overlap / (1.0 + 0.02 * len(s_terms))
+        return overlap / (1.0 + 0.02 * len(s_terms))
 
-    def pick(self, question: str, passages: Sequence[Passage]) -> list[tuple[Passage, str]]:
+    def pick(
+        self, question: str, passages: Sequence[Passage], reserved: int = 0
+    ) -> list[tuple[Passage, str]]:
+        """The best sentences across passages, at most two per passage, in reading order.
+
+        The first ``reserved`` passages (the evidence behind a recommendation) each get a slot.
+        """
         q_terms = set(terms(question))
-        picked: list[tuple[Passage, str]] = []
+        scored: list[tuple[float, int, int, Passage, str]] = []
         for rank, passage in enumerate(passages):
-            scored = [(self._score(q_terms, s), s) for s in split_sentences(passage.text)]
-            if not scored:
-                continue
-            score, best = max(scored, key=lambda x: x[0])
-            if score > 0 or rank == 0:
-                picked.append((passage, best))
-            if len(picked) == MAX_SENTENCES:
+            for pos, sentence in enumerate(split_sentences(passage.text)):
+                if META_RE.search(sentence):
+                    continue
+                score = self._score(q_terms, sentence) + RANK_PRIOR / (rank + 1)
+                if ANAPHORA_RE.match(sentence):  # "They could be..." means little on its own
+                    score *= 0.5
+                scored.append((score, rank, pos, passage, sentence))
+        scored.sort(key=lambda x: -x[0])
+        chosen: list[tuple[float, int, int, Passage, str]] = []
+        for rank in range(min(reserved, len(passages))):
+            best = next((x for x in scored if x[1] == rank), None)
+            if best is not None:
+                chosen.append(best)
+        per_passage = {x[3].id: 1 for x in chosen}
+        for item in scored:
+            if len(chosen) >= MAX_SENTENCES:
                 break
-        return picked
+            pid = item[3].id
+            if item in chosen or per_passage.get(pid, 0) >= 2:
+                continue
+            chosen.append(item)
+            per_passage[pid] = per_passage.get(pid, 0) + 1
+        chosen.sort(key=lambda x: (x[1], x[2]))
+        return [(p, sentence) for _, _, _, p, sentence in chosen]
 
     def compose(
-        self, question: str, passages: Sequence[Passage], topics: Sequence[Topic] = ()
+        self,
+        question: str,
+        passages: Sequence[Passage],
+        topics: Sequence[Topic] = (),
+        reserved: int = 0,
     ) -> Composition:
         numbers: dict[str, int] = {}
         snippets: dict[str, list[str]] = {}
@@ -90,9 +120,10 @@ class Composer:
             snippets.setdefault(passage.id, []).append(snippet)
             return f"[{numbers[passage.id]}]"
 
-        parts = [f"{s} {marker(p, s)}" for p, s in self.pick(question, passages)]
+        parts = [f"{s} {marker(p, s)}" for p, s in self.pick(question, passages, reserved)]
         text = " ".join(parts)
         for topic in topics:
+
             def replace(m: re.Match[str]) -> str:
                 passage = self.by_section.get(m.group(1))
                 return marker(passage, passage.text) if passage else ""
@@ -117,10 +148,12 @@ class Composer:
         )
         return Composition(text=text, citations=citations)
 
+    def passages_by_id(self, ids: Sequence[str]) -> list[Passage]:
+        return [self.by_section[i] for i in dict.fromkeys(ids) if i in self.by_section]
+
     def passages_for(self, topics: Sequence[Topic]) -> list[Passage]:
         """The passages a disagreement note cites: they join what the answer retrieved."""
-        ids = [sid for t in topics for sid in t.section_ids]
-        return [self.by_section[i] for i in dict.fromkeys(ids) if i in self.by_section]
+        return self.passages_by_id([sid for t in topics for sid in t.section_ids])
 
 
 def _snippet(parts: list[str]) -> str:

@@ -33,8 +33,7 @@ class Disagreements(BaseModel):
 
     def matching(self, question: str) -> list[Topic]:
         return [
-            t for t in self.topics
-            if any(re.search(p, question, re.IGNORECASE) for p in t.triggers)
+            t for t in self.topics if any(re.search(p, question, re.IGNORECASE) for p in t.triggers)
         ]
 
 

@@ -45,7 +45,7 @@ class ModelError(AssistantError):
     pass
 
 
-class IndexError_(AssistantError):  # noqa: N801 - avoid shadowing the builtin IndexError
+class IndexError_(AssistantError):  # noqa: N801, N818 - avoid shadowing the builtin IndexError
     pass
 
 

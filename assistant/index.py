@@ -7,6 +7,7 @@ A collection is marked complete only after every passage is in, so a half-built 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -146,11 +147,10 @@ class VectorIndex:
     ) -> list[str]:
         """(Re)create the collection from scratch; returns the stale collections removed."""
         removed = self.stale_collections()
-        for name in removed + [self.name]:
-            try:
+        for name in [*removed, self.name]:
+            # A missing collection is fine: we are about to create it.
+            with contextlib.suppress(Exception):
                 self.client.delete_collection(name)
-            except Exception:
-                pass  # missing is fine: we are about to create it
         collection = self.client.create_collection(
             self.name,
             embedding_function=None,

@@ -177,7 +177,7 @@ def content_fingerprint(paths: Iterable[Path], root: Path) -> str:
 
 
 def load_knowledge(directory: Path) -> KnowledgeBase:
-    """Load every ``sources/*.md`` under ``directory``; raise KnowledgeError on the first bad one."""
+    """Load every ``sources/*.md`` in ``directory``; raise KnowledgeError on the first bad one."""
     source_dir = directory / "sources"
     if not source_dir.is_dir():
         raise KnowledgeError(source_dir, "directory", "not found; set PCE_KNOWLEDGE_DIR")

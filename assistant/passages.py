@@ -19,8 +19,10 @@ def passages_from_sources(
     passages: list[Passage] = []
     for source in sources:
         for section in source.sections:
-            pieces = [section.text] if len(section.text) <= chunk_size else splitter.split_text(
-                section.text
+            pieces = (
+                [section.text]
+                if len(section.text) <= chunk_size
+                else splitter.split_text(section.text)
             )
             for i, piece in enumerate(pieces, start=1):
                 passages.append(

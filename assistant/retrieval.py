@@ -18,9 +18,7 @@ class Retriever(Protocol):
 
 
 def _tag(p: Passage, name: str, rank: int, score: float) -> Passage:
-    return p.model_copy(
-        update={"score": score, "ranks": {name: rank}, "scores": {name: score}}
-    )
+    return p.model_copy(update={"score": score, "ranks": {name: rank}, "scores": {name: score}})
 
 
 class DenseRetriever:

@@ -46,7 +46,9 @@ class Settings(BaseSettings):
     )
     retriever: RetrieverMode = "hybrid"
     top_k: int = Field(default=5, ge=1, le=50)
-    candidates: int = Field(default=20, ge=1, le=200, description="Per-retriever depth before fusion.")
+    candidates: int = Field(
+        default=20, ge=1, le=200, description="Per-retriever depth before fusion."
+    )
     rrf_k: int = Field(default=60, ge=1)
     chunk_size: int = Field(default=1200, ge=200, description="Characters per passage, at most.")
     chunk_overlap: int = Field(default=150, ge=0)

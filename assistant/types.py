@@ -98,10 +98,14 @@ class Evidence(Frozen):
     """Why a finding has its value: the span and where it came from."""
 
     finding: FindingName
-    value: str = Field(description="The value this evidence supports, as a string ('yes', 'central').")
+    value: str = Field(
+        description="The value this evidence supports, as a string ('yes', 'central')."
+    )
     text: str = Field(description="The span as written, or the form field for explicit values.")
     origin: Origin
-    start: int | None = Field(default=None, description="Character offset in the text it came from.")
+    start: int | None = Field(
+        default=None, description="Character offset in the text it came from."
+    )
     end: int | None = None
     turn: int | None = Field(default=None, description="Index of the earlier user turn, if any.")
     negated: bool = False
@@ -195,11 +199,15 @@ class Answer(Frozen):
     recommendation: Recommendation | None = None
     findings: Findings = Findings()
     follow_up_questions: tuple[str, ...] = ()
-    passages: tuple[Passage, ...] = Field(default=(), description="What retrieval returned, ranked.")
+    passages: tuple[Passage, ...] = Field(
+        default=(), description="What retrieval returned, ranked."
+    )
     disclaimer: str = ""
     versions: Versions
     latency_ms: float = 0.0
-    notes: tuple[str, ...] = Field(default=(), description="Non-clinical notices (e.g. LLM fallback).")
+    notes: tuple[str, ...] = Field(
+        default=(), description="Non-clinical notices (e.g. LLM fallback)."
+    )
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -1,7 +1,7 @@
 """A user's own documents (.txt, .md, .pdf), loaded with LangChain loaders, tagged user-supplied.
 
-Added files are copied into ``<data_dir>/user_sources/<hash>/`` so that every later index build includes
-them and the index fingerprint covers them: a rebuild never drops what a user added.
+Added files are copied into ``<data_dir>/user_sources/<hash>/`` so that every later index build
+includes them and the index fingerprint covers them: a rebuild never drops what a user added.
 """
 
 from __future__ import annotations

@@ -1,0 +1,175 @@
+"""HTTP API (FastAPI): ask, recommend, sources, feedback, health, and CDS Hooks 2.0.
+
+Bound to loopback by the CLI unless configured; optional bearer token (PCE_API_TOKEN); bodies over
+the size limit get 413; bad bodies get 422 with a message saying what to fix; no stack traces.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from assistant import cds
+from assistant.assistant import Assistant
+from assistant.errors import AssistantError, IndexUnavailableError, InputError
+
+log = logging.getLogger(__name__)
+MAX_BODY_BYTES = 256 * 1024
+
+
+class AskRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(description="The clinician's question, free text.")
+    findings: dict[str, Any] | None = Field(
+        default=None,
+        description="Structured findings that override the text: symptomatic (bool), location "
+        "('central'|'peripheral'), hemodynamic_instability (bool), intracardiac_cement (bool).",
+    )
+    history: list[dict[str, Any] | str] | None = Field(
+        default=None, description="Earlier messages ({role, content}) of this conversation."
+    )
+    user: str | None = Field(default=None, max_length=200, description="Who asks, for the audit.")
+
+
+class RecommendRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    findings: dict[str, Any] = Field(description="Structured findings only; no free text.")
+    user: str | None = Field(default=None, max_length=200)
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    answer_id: str = Field(min_length=1, max_length=100)
+    rating: Literal["helpful", "not_helpful", "evidence_wrong"]
+    comment: str | None = Field(default=None, max_length=4000)
+    user: str | None = Field(default=None, max_length=200)
+
+
+def _error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"detail": message, **extra})
+
+
+def create_app(assistant: Assistant) -> FastAPI:
+    settings = assistant.settings
+    app = FastAPI(
+        title="PCE Assistant API",
+        version=assistant.versions.app,
+        description="Cited decision support for pulmonary cement embolism. The management tier "
+        "comes only from a deterministic, cited decision table.",
+    )
+    app.state.assistant = assistant
+
+    def require_token(request: Request) -> None:
+        if settings.api_token is None:
+            return
+        expected = settings.api_token.get_secret_value()
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), expected):
+            raise HTTPException(
+                status_code=401,
+                detail="Missing or wrong bearer token (Authorization: Bearer <PCE_API_TOKEN>).",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    auth = [Depends(require_token)]
+
+    @app.middleware("http")
+    async def limit_body(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
+            return _error(413, f"Request body over {MAX_BODY_BYTES // 1024} KB; send less text.")
+        return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}"
+            for e in exc.errors()
+        ]
+        return _error(422, "Invalid request: " + "; ".join(problems), errors=problems)
+
+    @app.exception_handler(InputError)
+    async def on_input(_: Request, exc: InputError) -> JSONResponse:
+        return _error(422, str(exc), field=exc.field)
+
+    @app.exception_handler(IndexUnavailableError)
+    async def on_index(_: Request, exc: IndexUnavailableError) -> JSONResponse:
+        return _error(503, str(exc))
+
+    @app.exception_handler(AssistantError)
+    async def on_assistant(_: Request, exc: AssistantError) -> JSONResponse:
+        return _error(500, str(exc))
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+        ref = uuid.uuid4().hex[:8]
+        log.exception("unexpected error (ref %s)", ref)
+        return _error(500, f"Internal error (reference {ref}); the server log has details.")
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "versions": assistant.versions.model_dump(),
+            "sources": len(assistant.c.corpus.sources),
+            "passages": len(assistant.c.corpus.passages),
+            "audit_failures": assistant.audit.failures if assistant.audit else 0,
+        }
+
+    @app.post("/api/v1/ask", dependencies=auth, tags=["answers"])
+    def ask(body: AskRequest) -> dict[str, Any]:
+        answer = assistant.ask(
+            body.question,
+            findings=body.findings,
+            history=body.history,
+            user=body.user,
+            surface="http",
+        )
+        return answer.to_json()
+
+    @app.post("/api/v1/recommend", dependencies=auth, tags=["answers"])
+    def recommend(body: RecommendRequest) -> dict[str, Any]:
+        findings, recommendation, event_id = assistant.recommend_from(
+            body.findings, user=body.user, surface="http"
+        )
+        return {
+            "id": event_id,
+            "findings": findings.model_dump(mode="json"),
+            "recommendation": recommendation.model_dump(mode="json"),
+            "versions": assistant.versions.model_dump(),
+        }
+
+    @app.get("/api/v1/sources", dependencies=auth, tags=["knowledge"])
+    def sources() -> dict[str, Any]:
+        return {
+            "knowledge_version": assistant.versions.knowledge,
+            "sources": [
+                s.model_dump(mode="json", exclude={"sections"})
+                | {"sections": [{"id": x.id, "heading": x.heading} for x in s.sections]}
+                for s in assistant.c.corpus.sources.values()
+            ],
+        }
+
+    @app.post("/api/v1/feedback", dependencies=auth, tags=["answers"])
+    def feedback(body: FeedbackRequest) -> dict[str, Any]:
+        event = assistant.record_feedback(
+            body.answer_id, body.rating, body.comment, user=body.user, surface="http"
+        )
+        return {"recorded": event is not None, "id": event}
+
+    cds.register(app, assistant, auth)
+    return app
