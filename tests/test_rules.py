@@ -1,0 +1,571 @@
+"""The decision table: the shipped table against the real knowledge, broken tables, and the engine.
+
+Broken tables live in tests/fixtures/rules/ and cite a tiny fake knowledge base built here.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import io
+import itertools
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from assistant.errors import AssistantError, RulesError
+from assistant.rules import Overlay, Rule, RuleTable, check_rules, load_rules
+from assistant.types import TIERS, Conflict, Evidence, Findings, Section, Source
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = ROOT / "knowledge" / "rules.yaml"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "rules"
+
+# The sections the shipped table may cite (each reviewed against the evidence dossier).
+CITABLE = (
+    "krueger-2009#no-diagnostic-or-treatment-standard",
+    "krueger-2009#treatment-algorithm",
+    "krueger-2009#anticoagulation-regimen",
+    "clinical-pearl-2021#treatment-algorithm",
+    "clinical-pearl-2021#why-anticoagulation-is-uncertain",
+    "clinical-pearl-2021#timing-and-clinical-course",
+    "siniscalchi-2022#management-by-clinical-severity",
+    "wang-2012#clinical-significance",
+    "wang-2012#surgical-embolectomy-in-reported-cases",
+    "rothermich-2014#non-surgical-and-endovascular-management",
+    "rahimi-2018#conservative-versus-surgical-management",
+    "waler-2020#management-without-anticoagulation",
+    "mansour-2018#anticoagulation-practice",
+    "hatzantonis-2017#management-of-intracardiac-cement",
+    "szolnoky-2012#open-heart-cement-removal",
+    "jkms-2018#hybrid-removal-of-intracardiac-cement",
+    "tseng-2023#right-ventricular-cement-removed-on-bypass",
+)
+
+SYMPTOMATIC = {"yes": True, "no": False, "unknown": None}
+LOCATION = {"central": "central", "peripheral": "peripheral", "unknown": None}
+FLAG = {"yes": True, "no": False, "unknown": None}
+
+
+def _sources_from_ids(section_ids: tuple[str, ...]) -> dict[str, Source]:
+    by_source: dict[str, list[Section]] = {}
+    for sid in section_ids:
+        heading = sid.split("#", 1)[1].replace("-", " ").capitalize()
+        by_source.setdefault(sid.split("#", 1)[0], []).append(
+            Section(id=sid, heading=heading, text=f"Stand-in text for {sid}. " * 20)
+        )
+    return {
+        source_id: Source(id=source_id, title=source_id, year=2020, evidence_type="case report",
+                          sections=tuple(sections))
+        for source_id, sections in by_source.items()
+    }
+
+
+@pytest.fixture(scope="module")
+def knowledge() -> dict[str, Source]:
+    """The real knowledge base when its loader exists, else stand-ins for the citable sections."""
+    try:
+        from assistant.knowledge import load_knowledge
+    except ImportError:  # pragma: no cover - only while the knowledge module is being written
+        return _sources_from_ids(CITABLE)
+    return load_knowledge(ROOT / "knowledge").sources
+
+
+@pytest.fixture(scope="module")
+def table(knowledge: dict[str, Source]) -> RuleTable:
+    return load_rules(SHIPPED, knowledge)
+
+
+@pytest.fixture(scope="module")
+def fake_sources() -> dict[str, Source]:
+    fake = Source(
+        id="fake-2020",
+        title="A fake source",
+        year=2020,
+        doi="10.1234/fake",
+        evidence_type="case report",
+        sections=(
+            Section(id="fake-2020#algorithm", heading="Algorithm", text="Fake algorithm. " * 30),
+            Section(id="fake-2020#severity", heading="Severity", text="Fake severity."),
+        ),
+    )
+    return {fake.id: fake}
+
+
+def rows_and_escalations(table: RuleTable) -> list[Rule | Overlay]:
+    return [*table.rows, *table.escalations]
+
+
+def findings(symptomatic: str = "unknown", location: str = "unknown",
+             hemodynamic: str = "unknown", intracardiac: str = "unknown") -> Findings:
+    return Findings(
+        symptomatic=SYMPTOMATIC[symptomatic],
+        location=LOCATION[location],  # type: ignore[arg-type]
+        hemodynamic_instability=FLAG[hemodynamic],
+        intracardiac_cement=FLAG[intracardiac],
+    )
+
+
+def conflict(finding: str, *spans: tuple[str, str]) -> Conflict:
+    return Conflict(
+        finding=finding,  # type: ignore[arg-type]
+        evidence=tuple(
+            Evidence(finding=finding, value=value, text=text, origin="text")  # type: ignore[arg-type]
+            for text, value in spans
+        ),
+    )
+
+
+# ------------------------------------------------------------------------------- shipped table
+def test_rules_shipped_table_passes_every_check(knowledge: dict[str, Source]) -> None:
+    assert check_rules(SHIPPED, knowledge) == []
+
+
+def test_rules_shipped_table_exposes_version_rows_and_fingerprint(table: RuleTable) -> None:
+    assert table.version == "2026.11.1"
+    assert table.fingerprint == hashlib.sha256(SHIPPED.read_bytes()).hexdigest()[:12]
+    assert [r.id for r in table.rows] == [
+        "asymptomatic-peripheral", "symptomatic-peripheral", "asymptomatic-central",
+        "symptomatic-central", "symptoms-unknown", "location-unknown",
+    ]
+    assert dict(table.inputs) == {
+        "symptomatic": ("yes", "no", "unknown"),
+        "location": ("central", "peripheral", "unknown"),
+    }
+    assert "TOOL" in table.location_convention.upper() or "tool" in table.location_convention
+    assert "lobar" in table.location_convention.lower()
+
+
+def test_rules_shipped_table_has_exactly_one_row_for_every_combination(table: RuleTable) -> None:
+    for combo in itertools.product(*table.inputs.values()):
+        values = dict(zip(table.inputs, combo, strict=True))
+        fired = [r.id for r in table.rows
+                 if all(values[k] in allowed for k, allowed in r.when.items())]
+        assert len(fired) == 1, (values, fired)
+
+
+def test_rules_asymptomatic_peripheral_gives_surveillance(table: RuleTable) -> None:
+    rec = table.recommend(findings("no", "peripheral"))
+    assert (rec.tier, rec.rule_id) == ("surveillance", "asymptomatic-peripheral")
+    assert rec.missing == ()
+    assert any("Siniscalchi 2022" in c and "LMWH" in c for c in rec.caveats)
+    assert any("anticoagulation is not needed" in a for a in rec.actions)
+
+
+def test_rules_symptomatic_peripheral_gives_anticoagulation(table: RuleTable) -> None:
+    rec = table.recommend(findings("yes", "peripheral"))
+    assert (rec.tier, rec.rule_id) == ("anticoagulation", "symptomatic-peripheral")
+    assert any("heparin" in a and "oral anticoagulation" in a for a in rec.actions)
+    assert any("6 months of a coumarin" in a for a in rec.actions)
+
+
+def test_rules_asymptomatic_central_gives_anticoagulation(table: RuleTable) -> None:
+    rec = table.recommend(findings("no", "central"))
+    assert (rec.tier, rec.rule_id) == ("anticoagulation", "asymptomatic-central")
+
+
+def test_rules_symptomatic_central_gives_surgical_embolectomy(table: RuleTable) -> None:
+    rec = table.recommend(findings("yes", "central"))
+    assert (rec.tier, rec.rule_id) == ("surgical_embolectomy", "symptomatic-central")
+    assert rec.label == "consider surgical embolectomy"
+    assert any("with anticoagulation" in a and "cardiothoracic" in a for a in rec.actions)
+    assert any("Endovascular" in a and "risk" in a for a in rec.actions)
+
+
+@pytest.mark.parametrize("location", ["central", "peripheral", "unknown"])
+def test_rules_unknown_symptoms_give_needs_information_at_any_location(
+    table: RuleTable, location: str
+) -> None:
+    rec = table.recommend(findings("unknown", location))
+    assert (rec.tier, rec.rule_id) == ("needs_information", "symptoms-unknown")
+
+
+@pytest.mark.parametrize("symptomatic", ["yes", "no"])
+def test_rules_unknown_location_gives_needs_information(
+    table: RuleTable, symptomatic: str
+) -> None:
+    rec = table.recommend(findings(symptomatic, "unknown"))
+    assert (rec.tier, rec.rule_id) == ("needs_information", "location-unknown")
+
+
+def test_rules_every_shipped_row_and_tier_is_reachable(table: RuleTable) -> None:
+    hit = {
+        table.recommend(findings(s, loc)).rule_id
+        for s, loc in itertools.product(SYMPTOMATIC, LOCATION)
+    }
+    assert hit == {r.id for r in table.rows}
+    assert {r.tier for r in table.rows} == set(TIERS)
+
+
+@pytest.mark.parametrize("rule_id", ["symptomatic-peripheral", "asymptomatic-central",
+                                     "symptomatic-central"])
+def test_rules_anticoagulating_rows_say_how_uncertain_the_evidence_is(
+    table: RuleTable, rule_id: str
+) -> None:
+    rule = next(r for r in table.rows if r.id == rule_id)
+    caveats = " ".join(rule.caveats)
+    for needle in ("case reports and reviews", "no diagnostic or treatment standard",
+                   "does not appear thrombogenic in vitro", "Waler 2020", "Clinical Pearl 2021"):
+        assert needle in caveats, (rule_id, needle)
+    cited = {c.passage_id for c in rule.citations}
+    assert {"krueger-2009#no-diagnostic-or-treatment-standard",
+            "clinical-pearl-2021#why-anticoagulation-is-uncertain",
+            "waler-2020#management-without-anticoagulation"} <= cited
+
+
+def test_rules_cite_only_reviewed_sections_that_exist(
+    table: RuleTable, knowledge: dict[str, Source]
+) -> None:
+    sections = {s.id: (src, s) for src in knowledge.values() for s in src.sections}
+    for item in rows_and_escalations(table):
+        assert item.citations, item.id
+        for cit in item.citations:
+            assert cit.passage_id in CITABLE, (item.id, cit.passage_id)
+            source, section = sections[cit.passage_id]
+            assert cit.n == 0
+            assert (cit.source_id, cit.title, cit.year, cit.doi, cit.pmid, cit.url,
+                    cit.evidence_type) == (source.id, source.title, source.year, source.doi,
+                                           source.pmid, source.url, source.evidence_type)
+            assert cit.section == section.heading
+            assert len(cit.snippet) <= 241
+            assert " ".join(section.text.split()).startswith(cit.snippet.rstrip("…"))
+
+
+def test_rules_all_reviewed_sections_exist_in_the_knowledge(knowledge: dict[str, Source]) -> None:
+    existing = {s.id for src in knowledge.values() for s in src.sections}
+    assert set(CITABLE) <= existing
+
+
+# --------------------------------------------------------------------------------- escalations
+def test_rules_escalations_never_change_the_tier(table: RuleTable) -> None:
+    for s, loc, hd, ic in itertools.product(SYMPTOMATIC, LOCATION, FLAG, FLAG):
+        base = table.recommend(findings(s, loc))
+        rec = table.recommend(findings(s, loc, hd, ic))
+        assert (rec.tier, rec.rule_id, rec.actions, rec.label) == (
+            base.tier, base.rule_id, base.actions, base.label
+        ), (s, loc, hd, ic)
+        expected = {n for n, v in (("hemodynamic_instability", hd), ("intracardiac_cement", ic))
+                    if v == "yes"}
+        assert {e.id for e in rec.escalations} == expected
+
+
+def test_rules_hemodynamic_instability_adds_emergency_escalation(table: RuleTable) -> None:
+    rec = table.recommend(findings("yes", "peripheral", hemodynamic="yes"))
+    assert rec.tier == "anticoagulation"
+    (esc,) = rec.escalations
+    assert esc.id == "hemodynamic_instability"
+    assert any("critical care" in a for a in esc.actions)
+    assert {c.passage_id for c in esc.citations} >= {
+        "wang-2012#clinical-significance", "rahimi-2018#conservative-versus-surgical-management"
+    }
+
+
+def test_rules_intracardiac_cement_adds_echo_and_cardiothoracic_escalation(
+    table: RuleTable,
+) -> None:
+    rec = table.recommend(findings("no", "peripheral", intracardiac="yes"))
+    assert rec.tier == "surveillance"
+    (esc,) = rec.escalations
+    assert esc.id == "intracardiac_cement"
+    assert any("echocardiography" in a for a in esc.actions)
+    assert any("cardiothoracic" in a for a in esc.actions)
+    assert "hatzantonis-2017#management-of-intracardiac-cement" in {
+        c.passage_id for c in esc.citations
+    }
+
+
+# ----------------------------------------------------------------------- missing and conflicts
+def test_rules_needs_information_lists_each_missing_finding_with_outcomes(
+    table: RuleTable,
+) -> None:
+    rec = table.recommend(Findings())
+    assert rec.tier == "needs_information"
+    by_name = {m.finding: m for m in rec.missing}
+    assert set(by_name) == {"symptomatic", "location"}
+    assert set(by_name["symptomatic"].outcomes) == {"yes", "no"}
+    assert set(by_name["location"].outcomes) == {"central", "peripheral"}
+    yes = by_name["symptomatic"].outcomes["yes"]
+    assert yes.startswith("still needs location")
+    assert "consider surgical embolectomy (surgical_embolectomy)" in yes
+    assert "anticoagulation (anticoagulation)" in yes
+    assert "pulmonary trunk" in by_name["location"].question
+
+
+def test_rules_missing_location_outcomes_name_the_tier_each_answer_gives(
+    table: RuleTable,
+) -> None:
+    rec = table.recommend(findings("yes", "unknown"))
+    (missing,) = rec.missing
+    assert missing.finding == "location"
+    assert missing.outcomes == {
+        "central": "consider surgical embolectomy (surgical_embolectomy)",
+        "peripheral": "anticoagulation (anticoagulation)",
+    }
+
+
+def test_rules_missing_symptoms_outcomes_name_the_tier_each_answer_gives(
+    table: RuleTable,
+) -> None:
+    (missing,) = table.recommend(findings("unknown", "peripheral")).missing
+    assert missing.finding == "symptomatic"
+    assert missing.outcomes == {
+        "yes": "anticoagulation (anticoagulation)",
+        "no": "clinical surveillance (surveillance)",
+    }
+
+
+def test_rules_conflicting_symptoms_give_needs_information_with_both_spans(
+    table: RuleTable,
+) -> None:
+    # The conflict wins even if a value was also set: the tool never guesses between spans.
+    f = Findings(symptomatic=False, location="central",
+                 conflicts=(conflict("symptomatic", ("asymptomatic", "no"), ("dyspnoea", "yes")),))
+    rec = table.recommend(f)
+    assert rec.tier == "needs_information"
+    assert rec.inputs["symptomatic"] == "unknown"
+    (missing,) = rec.missing
+    assert '"asymptomatic"' in missing.question and '"dyspnoea"' in missing.question
+    assert missing.outcomes == {
+        "yes": "consider surgical embolectomy (surgical_embolectomy)",
+        "no": "anticoagulation (anticoagulation)",
+    }
+
+
+def test_rules_conflicting_location_gives_needs_information_with_both_spans(
+    table: RuleTable,
+) -> None:
+    f = Findings(symptomatic=True, conflicts=(
+        conflict("location", ("main pulmonary artery", "central"), ("subsegmental", "peripheral")),
+    ))
+    rec = table.recommend(f)
+    assert (rec.tier, rec.rule_id) == ("needs_information", "location-unknown")
+    (missing,) = rec.missing
+    assert '"main pulmonary artery"' in missing.question and '"subsegmental"' in missing.question
+
+
+def test_rules_unclear_location_term_is_asked_about_by_name(table: RuleTable) -> None:
+    rec = table.recommend(Findings(symptomatic=False, location="peripheral",
+                                   unclear_location="lobar"))
+    assert rec.tier == "needs_information"
+    assert rec.inputs["location"] == "unknown"
+    (missing,) = rec.missing
+    assert missing.finding == "location" and "'lobar'" in missing.question
+
+
+def test_rules_conflicting_haemodynamic_status_is_asked_without_changing_the_tier(
+    table: RuleTable,
+) -> None:
+    f = Findings(symptomatic=True, location="peripheral", conflicts=(
+        conflict("hemodynamic_instability", ("stable", "no"), ("hypotensive", "yes")),
+    ))
+    rec = table.recommend(f)
+    assert rec.tier == "anticoagulation" and rec.escalations == ()
+    (missing,) = rec.missing
+    assert missing.finding == "hemodynamic_instability"
+    assert '"stable"' in missing.question and '"hypotensive"' in missing.question
+    assert missing.outcomes["yes"].startswith("adds escalation: haemodynamic instability")
+    assert "tier unchanged: anticoagulation (anticoagulation)" in missing.outcomes["no"]
+
+
+def test_rules_known_findings_are_not_asked_again(table: RuleTable) -> None:
+    assert table.recommend(findings("yes", "central", "no", "no")).missing == ()
+
+
+# ---------------------------------------------------------------------- inputs, trace, purity
+def test_rules_inputs_record_the_evaluated_values(table: RuleTable) -> None:
+    rec = table.recommend(findings("yes", "unknown", "no"))
+    assert rec.inputs == {"symptomatic": "yes", "location": "unknown",
+                          "hemodynamic_instability": "no", "intracardiac_cement": "unknown"}
+    assert rec.rules_version == table.version
+
+
+def test_rules_trace_checks_every_row_condition_and_marks_the_match(table: RuleTable) -> None:
+    rec = table.recommend(findings("no", "central", hemodynamic="yes"))
+    items = rows_and_escalations(table)
+    assert len(rec.trace) == sum(len(r.when) for r in items)
+    assert {s.rule_id for s in rec.trace} == {r.id for r in items}
+    fully_matched = {
+        rid for rid in {s.rule_id for s in rec.trace}
+        if all(s.matched for s in rec.trace if s.rule_id == rid)
+    }
+    assert fully_matched == {"asymptomatic-central", "hemodynamic_instability"}
+    assert any(s.condition.startswith("location = central") and s.matched for s in rec.trace)
+
+
+def test_rules_recommend_is_pure_same_findings_give_equal_results(table: RuleTable) -> None:
+    f = Findings(symptomatic=True, unclear_location="lobar", hemodynamic_instability=True)
+    first = table.recommend(f)
+    first.inputs["symptomatic"] = "tampered"
+    first.missing[0].outcomes["central"] = "tampered"
+    again, third = table.recommend(f), table.recommend(f)
+    assert again == third
+    assert again.inputs["symptomatic"] == "yes"
+    assert again.missing[0].outcomes["central"] != "tampered"
+
+
+def test_rules_recommend_touches_no_files(
+    table: RuleTable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cases = [findings(*c) for c in itertools.product(SYMPTOMATIC, LOCATION, FLAG, FLAG)]
+    cases.append(Findings(conflicts=(conflict("symptomatic", ("a", "no"), ("b", "yes")),),
+                          unclear_location="lobar"))
+    expected = [table.recommend(f) for f in cases]
+
+    touched: list[tuple[object, ...]] = []
+
+    def no_io(*args: object, **_kwargs: object) -> None:
+        touched.append(args)
+        raise OSError("recommend() must not touch files")
+
+    # The patch is undone before asserting, so pytest can still read files to report a failure.
+    with monkeypatch.context() as patch:
+        for target, name in ((builtins, "open"), (io, "open"), (os, "open"), (Path, "open"),
+                             (Path, "read_text"), (Path, "read_bytes"), (Path, "exists")):
+            patch.setattr(target, name, no_io)
+        try:
+            results = [table.recommend(f) for f in cases]
+        except OSError:
+            results = []
+    assert touched == []
+    assert results == expected
+
+
+def test_rules_recommend_takes_microseconds(table: RuleTable) -> None:
+    f = findings("yes", "central", "yes", "yes")
+    start = time.perf_counter()
+    for _ in range(1000):
+        table.recommend(f)
+    # Generous bound (1 ms a call) so a loaded CI machine does not flake; typically ~20 µs.
+    assert time.perf_counter() - start < 1.0
+
+
+# ----------------------------------------------------------------------------- broken tables
+def test_rules_valid_fixture_table_loads(fake_sources: Mapping[str, Source]) -> None:
+    table = load_rules(FIXTURES / "valid.yaml", fake_sources)
+    assert table.version == "0.0.1"
+    rec = table.recommend(findings("no", "peripheral", hemodynamic="yes"))
+    assert (rec.tier, rec.rule_id) == ("surveillance", "quiet-peripheral")
+    assert rec.citations[0].snippet.endswith("…") and len(rec.citations[0].snippet) <= 241
+    assert [e.id for e in rec.escalations] == ["hemodynamic_instability"]
+
+
+@pytest.mark.parametrize(
+    ("fixture", "expected"),
+    [
+        ("unknown_field.yaml",
+         "unknown_field.yaml: row 'quiet-peripheral': unknown field 'tierr' "
+         "(did you mean 'tier'?)"),
+        ("unknown_value.yaml",
+         "unknown_value.yaml: row 'quiet-central': unknown value 'centrl' for input 'location' "
+         "(did you mean 'central'?)"),
+        ("duplicate_id.yaml", "duplicate_id.yaml: row 'treat': duplicate row id 'treat'"),
+        ("unresolved_citation.yaml",
+         "unresolved_citation.yaml: escalation 'hemodynamic_instability': citation "
+         "'fake-2020#severty' does not resolve to a section of 'fake-2020' "
+         "(did you mean 'fake-2020#severity'?)"),
+        ("gap.yaml", "gap.yaml: gap: no row fires for symptomatic=yes, location=unknown"),
+        ("overlap.yaml",
+         "overlap.yaml: overlap: rows 'quiet-peripheral' (surveillance) and 'treat' "
+         "(anticoagulation) both fire for symptomatic=no, location=peripheral"),
+        ("bad_yaml.yaml", "bad_yaml.yaml: invalid YAML at line 23, column 5"),
+    ],
+)
+def test_rules_broken_table_fails_with_its_intended_error(
+    fake_sources: Mapping[str, Source], fixture: str, expected: str
+) -> None:
+    path = FIXTURES / fixture
+    with pytest.raises(RulesError) as caught:
+        load_rules(path, fake_sources)
+    err = caught.value
+    assert isinstance(err, AssistantError)
+    assert err.path == str(path)
+    assert any(p.startswith(expected) for p in err.problems), err.problems
+    assert check_rules(path, fake_sources) == err.problems
+    assert str(path) in str(err)
+
+
+def test_rules_overlap_names_both_rows_and_tiers_for_each_combination(
+    fake_sources: Mapping[str, Source],
+) -> None:
+    problems = check_rules(FIXTURES / "overlap.yaml", fake_sources)
+    assert problems == [
+        "overlap.yaml: overlap: rows 'treat' (anticoagulation) and 'quiet-central' "
+        "(anticoagulation) both fire for symptomatic=no, location=central "
+        "(hit_policy unique allows one)",
+        "overlap.yaml: overlap: rows 'quiet-peripheral' (surveillance) and 'treat' "
+        "(anticoagulation) both fire for symptomatic=no, location=peripheral "
+        "(hit_policy unique allows one)",
+    ]
+
+
+def _variant(tmp_path: Path, old: str, new: str) -> Path:
+    text = (FIXTURES / "valid.yaml").read_text(encoding="utf-8")
+    assert old in text
+    path = tmp_path / "rules.yaml"
+    path.write_text(text.replace(old, new), encoding="utf-8")
+    return path
+
+
+def test_rules_every_problem_is_listed_not_just_the_first(
+    tmp_path: Path, fake_sources: Mapping[str, Source]
+) -> None:
+    text = (FIXTURES / "valid.yaml").read_text(encoding="utf-8")
+    text = text.replace("tier: surveillance", "tier: surveilance")
+    text = text.replace("  - id: ask-location", "  - id: ask")
+    text = text.replace('citations: ["fake-2020#severity"]', 'citations: ["nope-2020#x"]')
+    path = tmp_path / "rules.yaml"
+    path.write_text(text, encoding="utf-8")
+    problems = check_rules(path, fake_sources)
+    assert any("unknown tier 'surveilance' (did you mean 'surveillance'?)" in p for p in problems)
+    assert any("duplicate row id 'ask'" in p for p in problems)
+    assert any("unknown source 'nope-2020'" in p for p in problems)
+    assert all(p.startswith("rules.yaml: ") for p in problems)
+
+
+def test_rules_bare_yes_and_no_are_values_not_booleans(
+    tmp_path: Path, fake_sources: Mapping[str, Source]
+) -> None:
+    text = (FIXTURES / "valid.yaml").read_text(encoding="utf-8").replace('"yes"', "yes")
+    path = tmp_path / "rules.yaml"
+    path.write_text(text.replace('"no"', "no"), encoding="utf-8")
+    table = load_rules(path, fake_sources)
+    assert table.inputs["symptomatic"] == ("yes", "no", "unknown")
+    assert table.recommend(findings("no", "peripheral")).rule_id == "quiet-peripheral"
+
+
+def test_rules_unknown_input_name_suggests_the_right_one(
+    tmp_path: Path, fake_sources: Mapping[str, Source]
+) -> None:
+    path = _variant(tmp_path, 'when: {symptomatic: "unknown"}', 'when: {symptomatc: "unknown"}')
+    assert any("unknown input 'symptomatc' in 'when' (did you mean 'symptomatic'?)" in p
+               for p in check_rules(path, fake_sources))
+
+
+def test_rules_escalation_cannot_read_a_table_input(
+    tmp_path: Path, fake_sources: Mapping[str, Source]
+) -> None:
+    path = _variant(tmp_path, 'when: {hemodynamic_instability: "yes"}',
+                    'when: {symptomatic: "yes"}')
+    assert any("escalation 'hemodynamic_instability': unknown input 'symptomatic'" in p
+               for p in check_rules(path, fake_sources))
+
+
+def test_rules_conflict_question_must_show_the_spans(
+    tmp_path: Path, fake_sources: Mapping[str, Source]
+) -> None:
+    path = _variant(tmp_path, 'conflict: "Symptoms? ({spans})"', 'conflict: "Symptoms? ({span})"')
+    problems = check_rules(path, fake_sources)
+    assert any("unknown placeholder '{span}' (did you mean 'spans'?)" in p for p in problems)
+    assert any("'conflict' must show '{spans}'" in p for p in problems)
+
+
+def test_rules_missing_file_is_reported_not_raised_by_check(
+    tmp_path: Path, fake_sources: Mapping[str, Source]
+) -> None:
+    problems = check_rules(tmp_path / "absent.yaml", fake_sources)
+    assert problems and problems[0].startswith("absent.yaml: cannot read the rules table")
+    with pytest.raises(RulesError):
+        load_rules(tmp_path / "absent.yaml", fake_sources)
