@@ -38,6 +38,7 @@ CITABLE = (
     "rothermich-2014#non-surgical-and-endovascular-management",
     "rahimi-2018#conservative-versus-surgical-management",
     "waler-2020#management-without-anticoagulation",
+    "waler-2020#presentation-of-symptomatic-pce",
     "mansour-2018#anticoagulation-practice",
     "hatzantonis-2017#management-of-intracardiac-cement",
     "szolnoky-2012#open-heart-cement-removal",
