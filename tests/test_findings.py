@@ -1,0 +1,474 @@
+"""Findings extraction: vignettes as data, then focused tests of scope, evidence, input, lexicon."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from assistant.errors import InputError, RulesError
+from assistant.findings import extract_findings, resolve_findings
+from assistant.lexicon import DEFAULT_LEXICON_PATH, Lexicon, load_lexicon
+from assistant.types import Findings
+
+VIGNETTES_PATH = Path(__file__).parent / "fixtures" / "vignettes.yaml"
+VIGNETTES: list[dict[str, Any]] = yaml.safe_load(VIGNETTES_PATH.read_text(encoding="utf-8"))
+CHECKED = (
+    "symptomatic",
+    "location",
+    "hemodynamic_instability",
+    "intracardiac_cement",
+    "procedure",
+    "unclear_location",
+    "asks_management",
+    "conflict",
+)
+
+
+@pytest.fixture(scope="module")
+def lexicon() -> Lexicon:
+    return load_lexicon()
+
+
+def table_tier(findings: Findings) -> str:
+    """DESIGN §5 in brief, so vignettes state a tier; the real rules engine is tested elsewhere."""
+    if findings.symptomatic is None or findings.location is None:
+        return "needs_information"
+    if not findings.symptomatic and findings.location == "peripheral":
+        return "surveillance"
+    if findings.symptomatic and findings.location == "central":
+        return "surgical_embolectomy"
+    return "anticoagulation"
+
+
+def observed(findings: Findings) -> dict[str, Any]:
+    values = {name: getattr(findings, name) for name in CHECKED if name != "conflict"}
+    values["conflict"] = sorted(c.finding for c in findings.conflicts)
+    return values
+
+
+def expected(vignette: dict[str, Any]) -> dict[str, Any]:
+    defaults: dict[str, Any] = dict.fromkeys(CHECKED)
+    defaults.update(asks_management=False, conflict=[])
+    unknown = set(vignette["expect"]) - set(CHECKED)
+    assert not unknown, f"vignette {vignette['id']}: unknown expect keys {unknown}"
+    return {
+        **defaults,
+        **vignette["expect"],
+        "conflict": sorted(vignette["expect"].get("conflict", [])),
+    }
+
+
+def resolve(vignette: dict[str, Any], lexicon: Lexicon) -> Findings:
+    return resolve_findings(
+        vignette["question"],
+        lexicon,
+        explicit=vignette.get("explicit"),
+        history=vignette.get("history", ()),
+    )
+
+
+# --- vignettes -----------------------------------------------------------------------------------
+
+
+def test_vignette_file_has_at_least_70_unique_cases() -> None:
+    ids = [v["id"] for v in VIGNETTES]
+    assert len(ids) >= 70
+    assert len(set(ids)) == len(ids)
+
+
+@pytest.mark.parametrize("vignette", VIGNETTES, ids=[v["id"] for v in VIGNETTES])
+def test_vignette_gives_expected_findings_and_tier(
+    vignette: dict[str, Any], lexicon: Lexicon
+) -> None:
+    findings = resolve(vignette, lexicon)
+    assert observed(findings) == expected(vignette)
+    assert table_tier(findings) == vignette["expected_tier"]
+
+
+def test_every_vignette_value_is_backed_by_evidence_spans_from_its_text(lexicon: Lexicon) -> None:
+    # One test over all vignettes (not parametrised) keeps the suite well under two seconds.
+    for vignette in VIGNETTES:
+        findings = resolve(vignette, lexicon)
+        spans = [*findings.evidence, *(e for c in findings.conflicts for e in c.evidence)]
+        for ev in spans:
+            if ev.origin == "explicit":
+                assert ev.start is None and ev.text.startswith("form: "), vignette["id"]
+                continue
+            source = vignette["question"] if ev.origin == "text" else vignette["history"][ev.turn]
+            assert ev.start is not None and ev.end is not None
+            assert source[ev.start : ev.end] == ev.text, vignette["id"]
+        for name in ("symptomatic", "hemodynamic_instability", "intracardiac_cement", "location"):
+            value = getattr(findings, name)
+            if value is not None:
+                shown = value if isinstance(value, str) else ("yes" if value else "no")
+                backed = any(e.finding == name and e.value == shown for e in findings.evidence)
+                assert backed, (vignette["id"], name)
+
+
+# --- negation, uncertainty and scope -------------------------------------------------------------
+
+
+def test_negation_scope_ends_at_but(lexicon: Lexicon) -> None:
+    findings = extract_findings("no chest pain, but dyspnoea", lexicon)
+    assert findings.symptomatic is True
+    assert not findings.conflicts
+    assert [(e.text, e.value, e.negated) for e in findings.evidence] == [("dyspnoea", "yes", False)]
+
+
+def test_negation_scope_ends_at_sentence_end(lexicon: Lexicon) -> None:
+    findings = extract_findings("No fever. Chest pain since the procedure.", lexicon)
+    assert findings.symptomatic is True
+
+
+def test_negation_scope_ends_at_semicolon(lexicon: Lexicon) -> None:
+    assert extract_findings("Denies cough; dyspnoeic on exertion", lexicon).symptomatic is True
+
+
+def test_negation_does_not_reach_beyond_its_word_window(lexicon: Lexicon) -> None:
+    text = "No fever was recorded over the last three days and dyspnoea is new"
+    assert extract_findings(text, lexicon).symptomatic is True
+
+
+def test_negation_covers_a_list_of_the_same_finding(lexicon: Lexicon) -> None:
+    findings = extract_findings("denies dyspnea, chest pain or palpitations", lexicon)
+    assert findings.symptomatic is False
+    assert [e.text for e in findings.evidence] == ["dyspnea", "chest pain", "palpitations"]
+    assert all(e.negated and e.value == "no" for e in findings.evidence)
+
+
+def test_negation_crosses_to_another_finding_only_across_or(lexicon: Lexicon) -> None:
+    across_or = extract_findings("no hypoxia or hypotension", lexicon)
+    assert (across_or.symptomatic, across_or.hemodynamic_instability) == (False, False)
+    across_comma = extract_findings("no dyspnoea, central emboli", lexicon)
+    assert (across_comma.symptomatic, across_comma.location) == (False, "central")
+
+
+def test_post_negation_applies_to_the_finding_before_it(lexicon: Lexicon) -> None:
+    findings = extract_findings("Chest pain has resolved, peripheral emboli", lexicon)
+    assert (findings.symptomatic, findings.location) == (False, "peripheral")
+
+
+def test_negated_location_asserts_nothing(lexicon: Lexicon) -> None:
+    findings = extract_findings("no central emboli", lexicon)
+    assert findings.location is None and not findings.evidence
+
+
+def test_double_negation_of_asymptomatic_means_symptomatic(lexicon: Lexicon) -> None:
+    for text in ("not asymptomatic", "no longer asymptomatic"):
+        findings = extract_findings(text, lexicon)
+        assert findings.symptomatic is True, text
+        (ev,) = findings.evidence
+        assert (ev.text, ev.value, ev.negated) == ("asymptomatic", "yes", True)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "rule out dyspnoea",
+        "r/o hypoxia",
+        "?dyspnoea",
+        "possible chest pain",
+        "query breathlessness",
+        "evaluate for dyspnoea",
+        "concern for hypoxaemia",
+        "if she becomes short of breath",
+        "in case of chest pain",
+        "it might be dyspnoea",
+        "Is he dyspnoeic?",
+    ],
+)
+def test_uncertain_or_hypothetical_mention_asserts_nothing(text: str, lexicon: Lexicon) -> None:
+    findings = extract_findings(text, lexicon)
+    assert findings.symptomatic is None
+    assert not findings.evidence and not findings.conflicts
+
+
+def test_hedge_words_in_a_question_do_not_make_findings_uncertain(lexicon: Lexicon) -> None:
+    findings = extract_findings("Could I treat asymptomatic peripheral PCE with LMWH?", lexicon)
+    assert (findings.symptomatic, findings.location) == (False, "peripheral")
+
+
+def test_asserted_asymptomatic_and_symptom_give_conflict_with_both_spans(lexicon: Lexicon) -> None:
+    text = "Asymptomatic on day 1, now dyspnoeic. Peripheral emboli."
+    findings = extract_findings(text, lexicon)
+    assert findings.symptomatic is None
+    (conflict,) = findings.conflicts
+    assert conflict.finding == "symptomatic"
+    assert [(e.text, e.value) for e in conflict.evidence] == [
+        ("Asymptomatic", "no"),
+        ("dyspnoeic", "yes"),
+    ]
+    assert not [e for e in findings.evidence if e.finding == "symptomatic"]
+
+
+def test_exclusions_keep_look_alike_phrases_out(lexicon: Lexicon) -> None:
+    text = (
+        "Central line, peripheral IV, RV strain, history of RA, spinal shock, L1 vertebral collapse"
+    )
+    findings = extract_findings(text, lexicon)
+    assert not findings.has_clinical_finding()
+
+
+# --- numbers ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "finding", "value"),
+    [
+        ("SpO2 92%", "symptomatic", True),
+        ("SpO2 93%", "symptomatic", None),
+        ("SpO2 150%", "symptomatic", None),
+        ("sats of 88 % on air", "symptomatic", True),
+        ("HR 100", "symptomatic", None),
+        ("heart rate 101 bpm", "symptomatic", True),
+        ("BP 90/60", "hemodynamic_instability", None),
+        ("BP 89/60", "hemodynamic_instability", True),
+        ("systolic 70", "hemodynamic_instability", True),
+    ],
+)
+def test_numeric_rule_thresholds(
+    text: str, finding: str, value: bool | None, lexicon: Lexicon
+) -> None:
+    assert getattr(extract_findings(text, lexicon), finding) is value
+
+
+def test_numeric_thresholds_are_marked_as_tool_conventions(lexicon: Lexicon) -> None:
+    assert {r.id for r in lexicon.numeric} == {
+        "low_oxygen_saturation",
+        "tachycardia",
+        "systolic_hypotension",
+    }
+    assert all("convention" in r.convention.lower() for r in lexicon.numeric)
+    assert "convention" in lexicon.location.convention.lower()
+    assert "most proximal" in lexicon.location.precedence_convention.lower()
+
+
+# --- evidence ------------------------------------------------------------------------------------
+
+
+def test_evidence_offsets_slice_the_span_from_the_text(lexicon: Lexicon) -> None:
+    text = (
+        "After BKP: SpO2 86 %, HR 120, BP 78/40; cement in the right atrium and segmental arteries."
+    )
+    findings = extract_findings(text, lexicon)
+    assert findings.evidence
+    for ev in findings.evidence:
+        assert ev.start is not None and ev.end is not None
+        assert text[ev.start : ev.end] == ev.text
+        assert ev.origin == "text" and ev.turn is None
+    assert {e.text for e in findings.evidence} == {
+        "BKP",
+        "SpO2 86 %",
+        "HR 120",
+        "BP 78/40",
+        "right atrium",
+        "segmental",
+    }
+
+
+def test_history_evidence_records_origin_and_turn(lexicon: Lexicon) -> None:
+    history = ["Kyphoplasty done.", "CT: emboli in the pulmonary trunk."]
+    findings = resolve_findings("Patient is asymptomatic.", lexicon, history=history)
+    (location,) = [e for e in findings.evidence if e.finding == "location"]
+    assert (location.origin, location.turn, location.text) == ("history", 1, "pulmonary trunk")
+    assert history[1][location.start : location.end] == "pulmonary trunk"
+    (symptom,) = [e for e in findings.evidence if e.finding == "symptomatic"]
+    assert (symptom.origin, symptom.turn) == ("text", None)
+
+
+def test_explicit_evidence_names_the_form_field(lexicon: Lexicon) -> None:
+    findings = resolve_findings("Dyspnoeic.", lexicon, explicit={"symptomatic": "NO"})
+    assert findings.symptomatic is False
+    (ev,) = findings.evidence
+    assert (ev.origin, ev.text, ev.value, ev.start) == (
+        "explicit",
+        "form: symptomatic = no",
+        "no",
+        None,
+    )
+
+
+def test_extraction_is_deterministic(lexicon: Lexicon) -> None:
+    text = "Denies SOB; peripheral emboli after PVP. Anticoagulate?"
+    assert extract_findings(text, lexicon) == extract_findings(text, lexicon)
+
+
+def test_plain_statement_does_not_ask_for_management(lexicon: Lexicon) -> None:
+    assert extract_findings("Peripheral emboli, asymptomatic.", lexicon).asks_management is False
+
+
+def test_explicit_findings_count_as_asking_for_management(lexicon: Lexicon) -> None:
+    assert resolve_findings(
+        "Peripheral emboli.", lexicon, explicit={"symptomatic": None}
+    ).asks_management
+
+
+# --- explicit input validation -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [
+        (True, True),
+        (False, False),
+        (None, None),
+        ("Yes", True),
+        (" no ", False),
+        ("TRUE", True),
+        ("false", False),
+        ("Unknown", None),
+    ],
+)
+def test_explicit_yes_no_accepts_booleans_and_words(
+    raw: object, value: bool | None, lexicon: Lexicon
+) -> None:
+    findings = resolve_findings("Question.", lexicon, explicit={"intracardiac_cement": raw})
+    assert findings.intracardiac_cement is value
+
+
+@pytest.mark.parametrize("raw", [True, 3, ["central"]])
+def test_explicit_location_rejects_non_text(raw: object, lexicon: Lexicon) -> None:
+    with pytest.raises(InputError, match="must be one of: central, peripheral, unknown"):
+        resolve_findings("q", lexicon, explicit={"location": raw})
+
+
+def test_explicit_location_error_lists_allowed_values(lexicon: Lexicon) -> None:
+    with pytest.raises(InputError) as info:
+        resolve_findings("q", lexicon, explicit={"location": "lobar"})
+    assert str(info.value) == (
+        "findings.location must be one of: central, peripheral, unknown (got 'lobar')"
+    )
+    assert info.value.field == "location"
+
+
+@pytest.mark.parametrize("raw", ["maybe", 1, 0, "", [True]])
+def test_explicit_yes_no_error_lists_allowed_values(raw: object, lexicon: Lexicon) -> None:
+    if raw == "":
+        # An empty form field means 'not given', not an error.
+        assert resolve_findings("q", lexicon, explicit={"symptomatic": raw}).symptomatic is None
+        return
+    with pytest.raises(InputError) as info:
+        resolve_findings("q", lexicon, explicit={"symptomatic": raw})
+    message = str(info.value)
+    assert message.startswith("findings.symptomatic must be one of: yes, no, unknown")
+    assert f"(got {raw!r})" in message
+    assert info.value.field == "symptomatic"
+
+
+def test_explicit_unknown_key_is_rejected_with_the_known_keys(lexicon: Lexicon) -> None:
+    with pytest.raises(InputError) as info:
+        resolve_findings("q", lexicon, explicit={"symptoms": "yes"})
+    assert info.value.field == "symptoms"
+    assert "hemodynamic_instability, intracardiac_cement, location, procedure, symptomatic" in str(
+        info.value
+    )
+
+
+def test_explicit_procedure_is_normalised_and_must_be_text(lexicon: Lexicon) -> None:
+    assert resolve_findings("q", lexicon, explicit={"procedure": "BKP"}).procedure == "kyphoplasty"
+    assert resolve_findings("q", lexicon, explicit={"procedure": "sacroplasty"}).procedure == (
+        "sacroplasty"
+    )
+    with pytest.raises(InputError) as info:
+        resolve_findings("q", lexicon, explicit={"procedure": 3})
+    assert info.value.field == "procedure"
+
+
+def test_explicit_findings_must_be_a_mapping(lexicon: Lexicon) -> None:
+    with pytest.raises(InputError) as info:
+        resolve_findings("q", lexicon, explicit=["symptomatic"])  # type: ignore[arg-type]
+    assert info.value.field == "findings"
+
+
+def test_history_must_be_a_list_of_text(lexicon: Lexicon) -> None:
+    for bad in ("asymptomatic", [{"role": "user", "content": "hi"}]):
+        with pytest.raises(InputError) as info:
+            resolve_findings("q", lexicon, history=bad)  # type: ignore[arg-type]
+        assert info.value.field == "history"
+
+
+def test_question_conflict_is_not_filled_in_from_history(lexicon: Lexicon) -> None:
+    findings = resolve_findings(
+        "Asymptomatic but now breathless.", lexicon, history=["Asymptomatic."]
+    )
+    assert findings.symptomatic is None
+    assert [c.finding for c in findings.conflicts] == ["symptomatic"]
+
+
+# --- the lexicon file ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lexicon_data() -> dict[str, Any]:
+    return yaml.safe_load(DEFAULT_LEXICON_PATH.read_text(encoding="utf-8"))
+
+
+def write_lexicon(tmp_path: Path, data: dict[str, Any], edit: Any) -> Path:
+    data = copy.deepcopy(data)
+    edit(data)
+    path = tmp_path / "lexicon.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def test_default_lexicon_loads_once_per_file() -> None:
+    assert load_lexicon() is load_lexicon(DEFAULT_LEXICON_PATH)
+
+
+def test_lexicon_missing_key_names_file_and_key(
+    tmp_path: Path, lexicon_data: dict[str, Any]
+) -> None:
+    path = write_lexicon(tmp_path, lexicon_data, lambda d: d["context"].pop("pre_negation"))
+    with pytest.raises(RulesError) as info:
+        load_lexicon(path)
+    assert info.value.path == str(path.resolve())
+    assert info.value.problems == ["context.pre_negation: required key is missing"]
+    assert str(path.resolve()) in str(info.value)
+
+
+def test_lexicon_bad_regex_names_file_and_key(tmp_path: Path, lexicon_data: dict[str, Any]) -> None:
+    path = write_lexicon(
+        tmp_path, lexicon_data, lambda d: d["symptomatic"]["present"].__setitem__(1, "dysp(nea")
+    )
+    with pytest.raises(RulesError) as info:
+        load_lexicon(path)
+    (problem,) = info.value.problems
+    assert problem.startswith("symptomatic.present[1]: invalid regular expression 'dysp(nea'")
+    assert str(path.resolve()) in str(info.value)
+
+
+def test_lexicon_unknown_key_and_unquoted_no_are_reported(
+    tmp_path: Path, lexicon_data: dict[str, Any]
+) -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["symptoms"] = ["dyspnoea"]
+        data["context"]["pre_negation"][0] = False  # what YAML makes of a bare `- no`
+
+    with pytest.raises(RulesError) as info:
+        load_lexicon(write_lexicon(tmp_path, lexicon_data, edit))
+    problems = "\n".join(info.value.problems)
+    assert "symptoms: unknown key" in problems
+    assert "context.pre_negation[0]: must be a non-empty, quoted string" in problems
+
+
+def test_lexicon_numeric_rule_must_capture_value(
+    tmp_path: Path, lexicon_data: dict[str, Any]
+) -> None:
+    path = write_lexicon(
+        tmp_path, lexicon_data, lambda d: d["numeric"][0].__setitem__("pattern", r"SpO2 \d+")
+    )
+    with pytest.raises(RulesError, match=r"numeric\[0\]: pattern must capture"):
+        load_lexicon(path)
+
+
+def test_lexicon_that_is_not_a_mapping_or_missing_is_a_rules_error(tmp_path: Path) -> None:
+    path = tmp_path / "lexicon.yaml"
+    path.write_text("- just a list\n", encoding="utf-8")
+    with pytest.raises(RulesError, match="top level must be a mapping"):
+        load_lexicon(path)
+    with pytest.raises(RulesError, match="cannot read"):
+        load_lexicon(tmp_path / "absent.yaml")
