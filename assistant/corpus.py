@@ -6,6 +6,7 @@ import hashlib
 from dataclasses import dataclass
 
 from assistant.embeddings import Embedder
+from assistant.errors import ConfigurationError
 from assistant.index import VectorIndex
 from assistant.knowledge import KnowledgeBase, content_fingerprint, load_knowledge
 from assistant.passages import passages_from_sources
@@ -44,11 +45,13 @@ def load_corpus(settings: Settings) -> Corpus:
 def make_retriever(
     mode: str, settings: Settings, corpus: Corpus, index: VectorIndex | None, embedder: Embedder
 ) -> Retriever:
+    if mode not in ("hybrid", "dense", "bm25"):
+        raise ConfigurationError(f"unknown retriever mode '{mode}'; use hybrid, dense or bm25")
     bm25 = BM25Retriever(corpus.passages)
     if mode == "bm25":
         return bm25
     if index is None:
-        raise ValueError("dense and hybrid retrieval need the vector index")
+        raise ConfigurationError("dense and hybrid retrieval need the vector index")
     dense = DenseRetriever(index, embedder, corpus.passages)
     if mode == "dense":
         return dense

@@ -121,9 +121,11 @@ class VectorIndex:
 
     def _get(self) -> Any:
         if self._collection is None:
+            from chromadb.errors import NotFoundError
+
             try:
                 self._collection = self.client.get_collection(self.name, embedding_function=None)
-            except Exception as exc:
+            except NotFoundError as exc:
                 raise IndexError_(
                     f"Index collection '{self.name}' is missing ({self.where}); run "
                     "'pce-assistant index'."
