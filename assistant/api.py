@@ -9,13 +9,16 @@ from __future__ import annotations
 import hmac
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from assistant import cds
 from assistant.assistant import Assistant
@@ -60,6 +63,57 @@ def _error(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse(status_code=status, content={"detail": message, **extra})
 
 
+TOO_LARGE = f"Request body over {MAX_BODY_BYTES // 1024} KB; send less text."
+
+
+class _BodyTooLarge(HTTPException):
+    def __init__(self) -> None:
+        super().__init__(status_code=413, detail=TOO_LARGE)
+
+
+class BodyLimit:
+    """413 for a body over the limit, whether declared (Content-Length) or streamed (chunked).
+
+    Checking the header alone would let a chunked request of any size be read into memory.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.limit:
+            await _error(413, TOO_LARGE)(scope, receive, send)
+            return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _BodyTooLarge  # FastAPI turns it into a 413 response
+            return message
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracked_send)
+        except _BodyTooLarge:
+            if started:
+                raise
+            await _error(413, TOO_LARGE)(scope, receive, send)
+
+
 def create_app(assistant: Assistant) -> FastAPI:
     settings = assistant.settings
     app = FastAPI(
@@ -85,14 +139,7 @@ def create_app(assistant: Assistant) -> FastAPI:
 
     auth = [Depends(require_token)]
 
-    @app.middleware("http")
-    async def limit_body(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            return _error(413, f"Request body over {MAX_BODY_BYTES // 1024} KB; send less text.")
-        return await call_next(request)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
 
     @app.exception_handler(RequestValidationError)
     async def on_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -101,6 +148,14 @@ def create_app(assistant: Assistant) -> FastAPI:
             for e in exc.errors()
         ]
         return _error(422, "Invalid request: " + "; ".join(problems), errors=problems)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, exc: StarletteHTTPException) -> Response:
+        # FastAPI answers a body that is not UTF-8 with a bare 400; it is a bad body like any
+        # other, so 422 saying what to fix. Every other HTTPException keeps its default answer.
+        if isinstance(exc.__cause__, UnicodeDecodeError):
+            return _error(422, "Invalid request: the body is not valid UTF-8; send UTF-8 JSON.")
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(InputError)
     async def on_input(_: Request, exc: InputError) -> JSONResponse:

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.runnables import Runnable, RunnableConfig
 
@@ -31,6 +31,9 @@ from assistant.rules import RuleTable, load_rules
 from assistant.scope import ScopeGuard, load_scope_terms
 from assistant.settings import Settings
 from assistant.types import Answer, Findings, Passage, Recommendation, Versions
+
+if TYPE_CHECKING:
+    from assistant.rephrase import Rephraser
 
 log = logging.getLogger(__name__)
 
@@ -124,10 +127,17 @@ class Components:
 class Assistant(Runnable[Any, Answer]):
     """Ask questions; get cited answers and, when relevant, the rules table's recommendation."""
 
-    def __init__(self, components: Components, audit: AuditLog | None = None) -> None:
+    def __init__(
+        self,
+        components: Components,
+        audit: AuditLog | None = None,
+        rephraser: Rephraser | None = None,
+    ) -> None:
         self.c = components
         self.settings = components.settings
         self.audit = audit
+        # Optional LLM re-phrasing of the narrative (PCE_LLM); never sees or sets the tier.
+        self.rephraser = rephraser
         self.composer = Composer(components.corpus.passages)
         self.versions = Versions(
             app=app_version(),
@@ -151,6 +161,13 @@ class Assistant(Runnable[Any, Answer]):
     ) -> Assistant:
         """Load knowledge, rules and lexicon (validated), open or build the index, wire it all."""
         settings = settings or Settings()
+        rephraser = None
+        if settings.llm:  # imported only when PCE_LLM asks for one; fails before the heavy work
+            from assistant.rephrase import Rephraser, model_from_settings
+
+            rephraser = Rephraser(
+                model_from_settings(settings.llm), settings.knowledge_dir / "tier_actions.yaml"
+            )
         corpus = load_corpus(settings)
         known_sections = {s.id for src in corpus.sources.values() for s in src.sections}
         rules = load_rules(settings.knowledge_dir / "rules.yaml", corpus.knowledge.sources)
@@ -174,11 +191,12 @@ class Assistant(Runnable[Any, Answer]):
             index_name = report.collection
             if report.built:
                 log.warning("%s", report.summary())
+        bm25 = BM25Retriever(corpus.passages)  # one index serves hybrid and the fallback
         components = Components(
             settings=settings,
             corpus=corpus,
-            retriever=make_retriever(mode, settings, corpus, index, embedder),
-            bm25=BM25Retriever(corpus.passages),
+            retriever=make_retriever(mode, settings, corpus, index, embedder, bm25),
+            bm25=bm25,
             rules=rules,
             lexicon=lexicon,
             scope=scope,
@@ -187,7 +205,7 @@ class Assistant(Runnable[Any, Answer]):
             index=index,
             index_name=index_name,
         )
-        return cls(components, AuditLog(settings.audit_path) if audit else None)
+        return cls(components, AuditLog(settings.audit_path) if audit else None, rephraser)
 
     def warm_up(self) -> None:
         """Load the model and touch the index now, so the first clinician does not wait."""
@@ -314,10 +332,17 @@ class Assistant(Runnable[Any, Answer]):
             p for p in [*pinned, *self.composer.passages_for(topics)] if p not in passages
         ]
         follow_ups = tuple(m.question for m in recommendation.missing) if recommendation else ()
+        narrative = composed.text or "No passage in the knowledge base answers this question."
+        if self.rephraser is not None and composed.citations:
+            rephrased = self.rephraser.rephrase(
+                text, narrative, composed.citations, recommendation, (*passages, *cited_extra)
+            )
+            narrative = rephrased.text
+            notes.extend(rephrased.notes)
         answer = Answer(
             question=text,
             in_scope=True,
-            text=composed.text or "No passage in the knowledge base answers this question.",
+            text=narrative,
             citations=composed.citations,
             recommendation=recommendation,
             findings=resolved,

@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -89,7 +90,8 @@ class AuditLog:
             if self._ready:
                 return
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self._connect() as conn:
+            # closing(): the sqlite3 context manager commits but never closes the connection.
+            with closing(self._connect()) as conn, conn:
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.executescript(SCHEMA)
             self._ready = True
@@ -101,18 +103,20 @@ class AuditLog:
         for key, value in fields.items():
             if key not in COLUMNS:
                 raise ValueError(f"unknown audit column {key!r}")
-            row[key] = (
-                json.dumps(value, ensure_ascii=False)
-                if isinstance(value, (dict, list, tuple))
-                else value
-            )
+            if isinstance(value, (dict, list, tuple)):
+                value = json.dumps(value, ensure_ascii=False)
+            if isinstance(value, str):
+                # A lone surrogate (a broken client's user name...) cannot be stored as UTF-8:
+                # keep the event with U+FFFD in its place rather than lose it or the answer.
+                value = value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+            row[key] = value
         try:
             self._ensure()
             names = ", ".join(row)
             marks = ", ".join("?" for _ in row)
-            with self._connect() as conn:
+            with closing(self._connect()) as conn, conn:
                 conn.execute(f"INSERT INTO events ({names}) VALUES ({marks})", list(row.values()))
-        except (sqlite3.Error, OSError) as exc:
+        except (sqlite3.Error, OSError, ValueError) as exc:
             self.failures += 1
             log.error("audit write failed (%s): %s; the answer was still returned", self.path, exc)
             return None
@@ -121,7 +125,7 @@ class AuditLog:
     def rows(self, kind: str | None = None) -> Iterator[dict[str, Any]]:
         self._ensure()
         query = "SELECT * FROM events" + (" WHERE kind = ?" if kind else "") + " ORDER BY seq"
-        with self._connect() as conn:
+        with closing(self._connect()) as conn:
             conn.row_factory = sqlite3.Row
             for row in conn.execute(query, (kind,) if kind else ()):
                 yield dict(row)

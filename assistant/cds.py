@@ -160,7 +160,8 @@ def findings_from_observations(payload: Any) -> dict[str, Any]:
 
 
 def _link(c: Citation) -> str:
-    return f"[{c.title} ({c.year or 'n.d.'})]({c.url})" if c.url else f"{c.title} ({c.year})"
+    label = f"{c.title} ({c.year or 'n.d.'})"
+    return f"[{label}]({c.url})" if c.url else label
 
 
 def card_detail(rec: Recommendation, findings: Findings) -> str:

@@ -15,7 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from assistant.errors import AssistantError
+from pydantic import ValidationError
+
+from assistant.errors import AssistantError, ConfigurationError
 from assistant.settings import Settings
 
 
@@ -27,7 +29,14 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["data_dir"] = Path(args.data_dir)
     if getattr(args, "retriever", None):
         overrides["retriever"] = args.retriever
-    return Settings(**overrides)  # type: ignore[arg-type]
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:  # a bad PCE_* variable: one line, not a traceback
+        problems = "; ".join(
+            f"PCE_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']} (got {e['input']!r})"
+            for e in exc.errors()
+        )
+        raise ConfigurationError(f"invalid setting {problems}") from exc
 
 
 def cmd_index(args: argparse.Namespace) -> int:
@@ -195,7 +204,10 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
     settings = _settings(args)
     out = Path(args.out)
     fmt = args.format or ("csv" if out.suffix.lower() == ".csv" else "jsonl")
-    n = AuditLog(settings.audit_path).export(out, fmt)
+    try:
+        n = AuditLog(settings.audit_path).export(out, fmt)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot export the audit trail to {out}: {exc}") from exc
     print(f"Exported {n} audit event(s) from {settings.audit_path} to {out} ({fmt}).")
     return 0
 

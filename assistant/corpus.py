@@ -43,11 +43,16 @@ def load_corpus(settings: Settings) -> Corpus:
 
 
 def make_retriever(
-    mode: str, settings: Settings, corpus: Corpus, index: VectorIndex | None, embedder: Embedder
+    mode: str,
+    settings: Settings,
+    corpus: Corpus,
+    index: VectorIndex | None,
+    embedder: Embedder,
+    bm25: BM25Retriever | None = None,
 ) -> Retriever:
     if mode not in ("hybrid", "dense", "bm25"):
         raise ConfigurationError(f"unknown retriever mode '{mode}'; use hybrid, dense or bm25")
-    bm25 = BM25Retriever(corpus.passages)
+    bm25 = bm25 if bm25 is not None else BM25Retriever(corpus.passages)
     if mode == "bm25":
         return bm25
     if index is None:

@@ -57,8 +57,9 @@ class BM25Retriever:
         tokens = self.tokenizer.tokenize(
             [query], update_vocab=False, return_as="ids", show_progress=False
         )
+        # n_threads=0 scores in-line; any other value starts a thread pool on every query.
         docs, scores = self.model.retrieve(
-            tokens, k=min(k, len(self.passages)), show_progress=False, n_threads=1
+            tokens, k=min(k, len(self.passages)), show_progress=False, n_threads=0
         )
         hits = [(int(d), float(s)) for d, s in zip(docs[0], scores[0], strict=True) if s > 0]
         return [_tag(self.passages[d], self.name, r, s) for r, (d, s) in enumerate(hits, start=1)]

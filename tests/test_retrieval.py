@@ -248,7 +248,7 @@ def test_make_retriever_needs_the_index_for_dense_modes(
 ) -> None:
     corpus = load_corpus(small_settings)
     assert make_retriever("bm25", small_settings, corpus, None, hash_embedder).name == "bm25"
-    with pytest.raises(ValueError, match="vector index"):
+    with pytest.raises(ConfigurationError, match="vector index"):
         make_retriever("hybrid", small_settings, corpus, None, hash_embedder)
 
 

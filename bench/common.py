@@ -1,0 +1,161 @@
+"""Shared helpers: percentiles, memory, the bench environment, questions and subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+RESULTS_DIR = BENCH_DIR / "results"
+EVAL_QUESTIONS = REPO_ROOT / "evals" / "questions"
+FALLBACK_QUESTIONS = BENCH_DIR / "questions.txt"
+PYTHON = sys.executable
+VENV_BIN = Path(PYTHON).parent
+
+
+def bench_env(**extra: str) -> dict[str, str]:
+    """Offline, no telemetry, and none of the developer's own PCE_* settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PCE_")}
+    env.update(
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        ANONYMIZED_TELEMETRY="False",
+        GRADIO_ANALYTICS_ENABLED="False",
+        TOKENIZERS_PARALLELISM="false",
+    )
+    env.update(extra)
+    return env
+
+
+def apply_env() -> None:
+    os.environ.update(bench_env())
+    for name in [n for n in os.environ if n.startswith("PCE_")]:
+        del os.environ[name]
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100); robust for the small samples we take."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def summary_ms(samples_s: Sequence[float]) -> dict[str, float]:
+    ms = [s * 1000 for s in samples_s]
+    return {
+        "n": len(ms),
+        "p50_ms": round(statistics.median(ms), 3),
+        "p95_ms": round(percentile(ms, 95), 3),
+        "mean_ms": round(statistics.fmean(ms), 3),
+        "min_ms": round(min(ms), 3),
+    }
+
+
+def time_calls(fn: Callable[[], Any], n: int) -> list[float]:
+    samples = []
+    for _ in range(n):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+def rss_mb(pid: int | str = "self") -> float:
+    """Resident set size now (Linux /proc), in MiB."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
+    """Poll a loopback URL until it answers 200; fail early if the process dies."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited with status {process.returncode} before {url}")
+        try:
+            with opener.open(url, timeout=2) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)
+
+
+def questions(limit: int | None = None) -> tuple[list[str], str]:
+    """The eval questions (evals/questions/*.jsonl) if present, else bench/questions.txt."""
+    found: list[str] = []
+    for path in sorted(EVAL_QUESTIONS.glob("*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                question = json.loads(line).get("question")
+                if isinstance(question, str) and question.strip():
+                    found.append(question)
+    origin = f"evals/questions/*.jsonl ({len(found)} questions)"
+    if not found:
+        lines = FALLBACK_QUESTIONS.read_text(encoding="utf-8").splitlines()
+        found = [q for q in lines if q.strip() and not q.startswith("#")]
+        origin = f"bench/questions.txt ({len(found)} questions)"
+    return (found[:limit] if limit else found), origin
+
+
+def run_json(code: str, env: dict[str, str], timeout: float) -> tuple[dict[str, Any], float]:
+    """Run ``python -c code`` in a fresh interpreter; its last stdout line is JSON.
+
+    Returns the JSON and the wall-clock time of the whole subprocess (interpreter start included).
+    """
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [PYTHON, "-c", code],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"subprocess failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1]), wall
