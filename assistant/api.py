@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from assistant import cds
 from assistant.assistant import Assistant
-from assistant.errors import AssistantError, IndexUnavailableError, InputError
+from assistant.errors import AssistantError, ConfigurationError, IndexUnavailableError, InputError
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 256 * 1024
@@ -116,6 +116,9 @@ class BodyLimit:
 
 def create_app(assistant: Assistant) -> FastAPI:
     settings = assistant.settings
+    if settings.api_token is not None and not settings.api_token.get_secret_value().strip():
+        # An empty token would accept "Authorization: Bearer " - refuse to start instead.
+        raise ConfigurationError("PCE_API_TOKEN is set but empty; set a token or unset it.")
     app = FastAPI(
         title="PCE Assistant API",
         version=assistant.versions.app,

@@ -23,7 +23,7 @@ from assistant.corpus import Corpus, load_corpus, make_retriever
 from assistant.disagreements import Disagreements, load_disagreements
 from assistant.embeddings import Embedder, embedder_from_settings
 from assistant.errors import IndexUnavailableError, InputError
-from assistant.findings import resolve_findings
+from assistant.findings import extract_findings, resolve_findings
 from assistant.index import VectorIndex, ensure_index
 from assistant.lexicon import Lexicon, load_lexicon
 from assistant.retrieval import BM25Retriever, Retriever
@@ -80,9 +80,10 @@ def history_user_turns(history: object, max_turns: int, max_chars: int) -> list[
         return []
     if not isinstance(history, Sequence) or isinstance(history, (str, bytes)):
         raise InputError("history must be a list of messages", field="history")
-    if len(history) > max_turns:
+    # The limit counts the clinician's turns; the cap on all messages bounds the work per request.
+    if len(history) > 4 * max_turns:
         raise InputError(
-            f"history has {len(history)} messages; the limit is {max_turns}. Start a new "
+            f"history has {len(history)} messages; the limit is {4 * max_turns}. Start a new "
             "conversation or send only the recent turns.",
             field="history",
         )
@@ -104,6 +105,12 @@ def history_user_turns(history: object, max_turns: int, max_chars: int) -> list[
             )
         if role == "user" and content.strip():
             turns.append(content)
+    if len(turns) > max_turns:
+        raise InputError(
+            f"history has {len(turns)} user turns; the limit is {max_turns}. Start a new "
+            "conversation or send only the recent turns.",
+            field="history",
+        )
     return turns
 
 
@@ -145,6 +152,7 @@ class Assistant(Runnable[Any, Answer]):
             rules=f"{components.rules.version} ({components.rules.fingerprint})",
             model=f"{components.embedder.name} ({self.settings.embedding_sha256[:12]})",
             index=components.index_name,
+            llm=self.settings.llm or "",
         )
 
     # -- construction ------------------------------------------------------------------------
@@ -301,10 +309,12 @@ class Assistant(Runnable[Any, Answer]):
             raise InputError("findings must be an object of finding -> value", field="findings")
         resolved = resolve_findings(text, self.c.lexicon, explicit=findings, history=turns)
         passages, notes = self._retrieve(text)
+        said_now = extract_findings(text, self.c.lexicon)
         decision = self.c.scope.decide(
             text,
             self._similarity(text, passages),
             history_in_scope=any(self.c.scope.names_domain(t) for t in turns),
+            states_finding=said_now.has_clinical_finding() or said_now.asks_management,
         )
         if not decision.in_scope:
             answer = Answer(

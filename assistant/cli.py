@@ -27,7 +27,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["chroma_url"] = args.chroma_url
     if getattr(args, "data_dir", None):
         overrides["data_dir"] = Path(args.data_dir)
-    if getattr(args, "retriever", None):
+    if getattr(args, "retriever", None) not in (None, "all"):  # 'all' is eval's comparison
         overrides["retriever"] = args.retriever
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
@@ -248,16 +248,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the Answer as JSON")
     p.add_argument("--retriever", choices=["hybrid", "dense", "bm25"])
     p.add_argument("--chroma-url")
+    p.add_argument("--data-dir", help="where the index and audit database live (PCE_DATA_DIR)")
     p.set_defaults(func=cmd_ask)
 
     p = sub.add_parser("chat", help="interactive ask loop in the terminal")
     p.add_argument("--chroma-url")
+    p.add_argument("--data-dir", help="where the index and audit database live (PCE_DATA_DIR)")
     p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("serve", help="web UI + HTTP API + CDS Hooks on one server")
     p.add_argument("--host", help="default 127.0.0.1 (PCE_HOST)")
     p.add_argument("--port", type=int, help="default 7860 (PCE_PORT)")
     p.add_argument("--chroma-url")
+    p.add_argument("--data-dir", help="where the index and audit database live (PCE_DATA_DIR)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("eval", help="run question sets; write the evaluation report")

@@ -26,9 +26,18 @@ STOPWORDS = frozenset(
 )
 # Sentences about the provenance of our notes (what could be read) answer no clinical question.
 META_RE = re.compile(
-    r"\b(abstract|stored (copy|text)|knowledge base|read at|only a short|single case report)\b",
+    r"\b(only the abstract|abstract[- ]level|at abstract level|stored (copy|text)|"
+    r"knowledge base|only a short abstract|read at)\b",
     re.IGNORECASE,
 )
+# A question asking "how often / how long / how much" is answered by a sentence with a number.
+QUANTITY_RE = re.compile(
+    r"\b(how (often|common|frequent|long|many|much|soon|late)|incidence|rate|percent|dose|"
+    r"duration|months?|volume|risk|odds|proportion|figures?)\b|%",
+    re.IGNORECASE,
+)
+NUMBER_RE = re.compile(r"\d")
+NUMBER_BONUS = 1.0
 ANAPHORA_RE = re.compile(r"(?:They|These|This|It|Such|Those|Both|Its|Their|He|She)\b")
 MAX_SENTENCES = 4
 # Retrieval rank still matters when words tie: the top passage gets a head start.
@@ -75,12 +84,15 @@ class Composer:
         The first ``reserved`` passages (the evidence behind a recommendation) each get a slot.
         """
         q_terms = set(terms(question))
+        wants_number = bool(QUANTITY_RE.search(question))
         scored: list[tuple[float, int, int, Passage, str]] = []
         for rank, passage in enumerate(passages):
             for pos, sentence in enumerate(split_sentences(passage.text)):
                 if META_RE.search(sentence):
                     continue
                 score = self._score(q_terms, sentence) + RANK_PRIOR / (rank + 1)
+                if wants_number and NUMBER_RE.search(sentence):
+                    score += NUMBER_BONUS
                 if ANAPHORA_RE.match(sentence):  # "They could be..." means little on its own
                     score *= 0.5
                 scored.append((score, rank, pos, passage, sentence))

@@ -60,8 +60,8 @@ def open_client(settings: Settings) -> Any:
                 "(chroma run --path DIR --host 127.0.0.1 --port N) or unset PCE_CHROMA_URL."
             ) from exc
         return client
-    settings.chroma_path.mkdir(parents=True, exist_ok=True)
-    try:
+    try:  # a file where the index directory should be is as corrupt as a bad database
+        settings.chroma_path.mkdir(parents=True, exist_ok=True)
         return chromadb.PersistentClient(path=str(settings.chroma_path), settings=chroma_settings)
     except Exception as exc:
         raise IndexError_(

@@ -53,13 +53,18 @@ class ScopeGuard:
         )
 
     def decide(
-        self, question: str, similarity: float | None, history_in_scope: bool = False
+        self,
+        question: str,
+        similarity: float | None,
+        history_in_scope: bool = False,
+        states_finding: bool = False,
     ) -> ScopeDecision:
+        core = bool(self.core.search(question))
+        if self.other.search(question) and not core:
+            return ScopeDecision(False, "names another condition")
         if self.names_domain(question):
             return ScopeDecision(True, "names cement embolism or vertebral augmentation")
-        if self.other.search(question):
-            return ScopeDecision(False, "names another condition")
-        if history_in_scope and self.context.search(question):
+        if history_in_scope and (states_finding or self.context.search(question)):
             return ScopeDecision(True, "follows up an in-scope conversation")
         if similarity is not None and similarity >= self.threshold:
             return ScopeDecision(True, f"close to the knowledge base ({similarity:.2f})")

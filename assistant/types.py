@@ -186,6 +186,7 @@ class Versions(Frozen):
     rules: str
     model: str
     index: str = ""
+    llm: str = Field(default="", description="The re-phrasing chat model, if PCE_LLM is set.")
 
 
 class Answer(Frozen):

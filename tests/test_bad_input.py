@@ -66,7 +66,7 @@ BAD_INPUTS = [
         findings={"hemodynamic_instability": {"value": "yes"}}),
     Bad("findings-unknown-name", QUESTION, "findings.anticoagulate is not a known finding",
         findings={"anticoagulate": "yes"}),
-    Bad("history-over-the-turn-limit", QUESTION, "history has 51 messages; the limit is 50",
+    Bad("history-over-the-turn-limit", QUESTION, "history has 51 user turns; the limit is 50",
         history=[{"role": "user", "content": "cement emboli after PVP"}] * 51),
     Bad("history-message-over-the-length-limit", QUESTION, "longer than 4,000 characters",
         history=[{"role": "user", "content": "x" * 5000}]),
