@@ -60,4 +60,9 @@ def make_retriever(
     dense = DenseRetriever(index, embedder, corpus.passages)
     if mode == "dense":
         return dense
-    return HybridRetriever([dense, bm25], rrf_k=settings.rrf_k, candidates=settings.candidates)
+    return HybridRetriever(
+        [dense, bm25],
+        rrf_k=settings.rrf_k,
+        candidates=settings.candidates,
+        weights={"dense": settings.dense_weight},
+    )

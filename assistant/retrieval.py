@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from assistant.embeddings import Embedder
@@ -66,14 +66,21 @@ class BM25Retriever:
 
 
 class HybridRetriever:
-    """Reciprocal rank fusion: score = sum over retrievers of 1 / (rrf_k + rank)."""
+    """Weighted reciprocal rank fusion: score = sum of weight / (rrf_k + rank) per retriever."""
 
     name = "hybrid"
 
-    def __init__(self, retrievers: Sequence[Retriever], rrf_k: int = 60, candidates: int = 20):
+    def __init__(
+        self,
+        retrievers: Sequence[Retriever],
+        rrf_k: int = 60,
+        candidates: int = 20,
+        weights: Mapping[str, float] | None = None,
+    ):
         self.retrievers = list(retrievers)
         self.rrf_k = rrf_k
         self.candidates = candidates
+        self.weights = dict(weights or {})
 
     def retrieve(self, query: str, k: int) -> list[Passage]:
         fused: dict[str, float] = {}
@@ -83,7 +90,8 @@ class HybridRetriever:
         for retriever in self.retrievers:
             for p in retriever.retrieve(query, max(k, self.candidates)):
                 rank = p.ranks[retriever.name]
-                fused[p.id] = fused.get(p.id, 0.0) + 1.0 / (self.rrf_k + rank)
+                weight = self.weights.get(retriever.name, 1.0)
+                fused[p.id] = fused.get(p.id, 0.0) + weight / (self.rrf_k + rank)
                 ranks.setdefault(p.id, {})[retriever.name] = rank
                 scores.setdefault(p.id, {})[retriever.name] = p.scores[retriever.name]
                 first.setdefault(p.id, p)

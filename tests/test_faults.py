@@ -44,7 +44,7 @@ FALLBACK_NOTE = "keyword search"
 KNOWLEDGE = REPO_ROOT / "knowledge"
 
 
-# --- helpers ---------------------------------------------------------------------------------------
+# --- helpers --------------------------------------------------------------------------------------
 
 
 def closed_loopback_url() -> str:
@@ -55,7 +55,8 @@ def closed_loopback_url() -> str:
 
 
 def collections(settings: Settings) -> list[str]:
-    return sorted(c if isinstance(c, str) else c.name for c in open_client(settings).list_collections())
+    listed = open_client(settings).list_collections()
+    return sorted(c if isinstance(c, str) else c.name for c in listed)
 
 
 def dense_used(answer: Answer) -> bool:
@@ -84,7 +85,7 @@ def copy_of(healthy_index: Path, tmp_path: Path) -> Path:
     return target
 
 
-# --- the Chroma server -----------------------------------------------------------------------------
+# --- the Chroma server ----------------------------------------------------------------------------
 
 
 def test_unreachable_chroma_server_at_start_names_the_url(tmp_path: Path) -> None:
@@ -134,7 +135,7 @@ def test_chroma_server_killed_mid_run_falls_back_to_keywords_then_recovers_on_re
     assert [p.id for p in after.passages] == [p.id for p in before.passages]
 
 
-# --- the embedded index: missing, stale, corrupt ---------------------------------------------------
+# --- the embedded index: missing, stale, corrupt --------------------------------------------------
 
 
 def test_missing_index_is_built_by_from_settings(tmp_path: Path) -> None:
@@ -212,7 +213,7 @@ def test_garbage_vector_segment_files_do_not_change_the_answers(
         ]
 
 
-# --- model weights ---------------------------------------------------------------------------------
+# --- model weights --------------------------------------------------------------------------------
 
 
 @pytest.fixture

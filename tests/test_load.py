@@ -9,6 +9,7 @@ whole run by a deadline.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import socket
 import sqlite3
@@ -59,8 +60,12 @@ class Server:
         return self.log.read_text(errors="replace")[-3000:]
 
     def ask_rows(self, user: str | None = None) -> list[str]:
+        """Answer ids of the audited asks (read-only: the server owns the database)."""
+        path = self.data_dir / "audit.sqlite3"
+        if not path.exists():  # created by the first audited event
+            return []
         query = "SELECT id FROM events WHERE kind = 'ask'" + (" AND user = ?" if user else "")
-        with sqlite3.connect(self.data_dir / "audit.sqlite3") as conn:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
             return [row[0] for row in conn.execute(query, (user,) if user else ())]
 
 
@@ -179,10 +184,8 @@ def _raw(server: Server, payload: bytes) -> bytes:
     with socket.create_connection(server.host_port, timeout=30) as sock:
 
         def send() -> None:
-            try:
+            with contextlib.suppress(OSError):
                 sock.sendall(payload)
-            except OSError:
-                pass
 
         sender = threading.Thread(target=send, daemon=True)
         sender.start()
