@@ -44,6 +44,11 @@ test: install-dev browser
 	$(BIN)/pce-assistant rules check
 	$(BIN)/python -m pytest
 
+# Benchmarks, a few minutes: bench/results/bench.{json,md} (see bench/README.md).
+# `make bench BENCH_ARGS=--full` adds the 100k-passage scale run (much longer).
+bench: install-dev
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
 lint: install-dev
 	$(BIN)/ruff check assistant tests app.py
 	$(BIN)/mypy assistant

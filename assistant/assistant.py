@@ -114,6 +114,17 @@ def history_user_turns(history: object, max_turns: int, max_chars: int) -> list[
     return turns
 
 
+def findings_focus(findings: Findings) -> str:
+    """Words for the findings, so the evidence picked speaks to this patient's cell of the table
+    (e.g. 'without symptoms peripheral') and not only to the question's wording."""
+    words = []
+    if findings.symptomatic is not None:
+        words.append("with symptoms symptomatic" if findings.symptomatic else "no symptoms without")
+    if findings.location is not None:
+        words.append(findings.location)
+    return " ".join(words)
+
+
 @dataclass
 class Components:
     """Everything ask() needs, built once; tests build it with fakes."""
@@ -309,12 +320,16 @@ class Assistant(Runnable[Any, Answer]):
             raise InputError("findings must be an object of finding -> value", field="findings")
         resolved = resolve_findings(text, self.c.lexicon, explicit=findings, history=turns)
         passages, notes = self._retrieve(text)
-        said_now = extract_findings(text, self.c.lexicon)
+        history_in_scope = any(self.c.scope.names_domain(t) for t in turns)
+        # Read this turn's own findings again only when the scope guard can use them (a
+        # follow-up in an in-scope conversation); resolve_findings has merged them away.
+        said_now = extract_findings(text, self.c.lexicon) if history_in_scope else None
         decision = self.c.scope.decide(
             text,
             self._similarity(text, passages),
-            history_in_scope=any(self.c.scope.names_domain(t) for t in turns),
-            states_finding=said_now.has_clinical_finding() or said_now.asks_management,
+            history_in_scope=history_in_scope,
+            states_finding=said_now is not None
+            and (said_now.has_clinical_finding() or said_now.asks_management),
         )
         if not decision.in_scope:
             answer = Answer(
@@ -337,7 +352,9 @@ class Assistant(Runnable[Any, Answer]):
             [c.passage_id for c in recommendation.citations][:PINNED] if recommendation else []
         )
         ranked = [*pinned, *(p for p in passages if p not in pinned)]
-        composed = self.composer.compose(text, ranked, topics, reserved=len(pinned))
+        composed = self.composer.compose(
+            f"{text} {findings_focus(resolved)}", ranked, topics, reserved=len(pinned)
+        )
         cited_extra = [
             p for p in [*pinned, *self.composer.passages_for(topics)] if p not in passages
         ]

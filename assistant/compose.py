@@ -27,7 +27,8 @@ STOPWORDS = frozenset(
 # Sentences about the provenance of our notes (what could be read) answer no clinical question.
 META_RE = re.compile(
     r"\b(only the abstract|abstract[- ]level|at abstract level|stored (copy|text)|"
-    r"knowledge base|only a short abstract|read at)\b",
+    r"knowledge base|only a short abstract|read at|read from its|"
+    r"could not be (?:identified|read|found))\b",
     re.IGNORECASE,
 )
 # A question asking "how often / how long / how much" is answered by a sentence with a number.

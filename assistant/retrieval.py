@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
@@ -42,6 +43,9 @@ class BM25Retriever:
     def __init__(self, passages: Sequence[Passage]) -> None:
         import bm25s
         from bm25s.tokenization import Tokenizer
+
+        # bm25s sets its own logger to DEBUG on import; keep its chatter out of our output.
+        logging.getLogger("bm25s").setLevel(logging.WARNING)
 
         self.passages = list(passages)
         self.tokenizer = Tokenizer(stopwords="en")
