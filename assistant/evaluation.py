@@ -11,31 +11,49 @@ retrieval ranking is the retrieved prefix of ``Answer.passages`` by first occurr
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import re
 import sys
-from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field
 
 from assistant.errors import AssistantError
-from assistant.settings import REPO_ROOT, Settings
-from assistant.types import TIERS, Answer, EscalationId, Location, Passage, Source, Tier
+from assistant.evalcases import (
+    NONE,
+    QUESTIONS_DIR,
+    EvalCase,
+    check_relevance,
+    load_cases,
+    relevant_sources,
+)
+from assistant.metrics import (
+    citation_problems,
+    confusion_matrix,
+    missing_key_facts,
+    ndcg_at_k,
+    percentile,
+    precision_recall,
+    recall_at_k,
+    reciprocal_rank,
+    retrieved,
+    unique,
+)
+from assistant.settings import Settings
+from assistant.types import Answer, Passage
 
-QUESTIONS_DIR = REPO_ROOT / "evals" / "questions"
 MODES: tuple[str, ...] = ("bm25", "dense", "hybrid")
 GATE_MODE = "hybrid"
-NONE = "none"
 ERROR = "error"
-LABELS: tuple[str, ...] = (*TIERS, NONE)
 KS = (1, 3, 5)
-GATE = {"tier_accuracy": 1.0, "abstention_precision": 0.95, "abstention_recall": 0.95,
-        "recall_at_5": 0.90, "citation_validity": 1.0}
+GATE = {
+    "tier_accuracy": 1.0,
+    "abstention_precision": 0.95,
+    "abstention_recall": 0.95,
+    "recall_at_5": 0.90,
+    "citation_validity": 1.0,
+}
 # The per-case failure kind that explains each gate criterion, and which of those cases broke it.
 GATE_CAUSES: dict[str, tuple[str, Callable[[CaseResult], bool]]] = {
     "tier_accuracy": ("tier", lambda r: True),
@@ -44,223 +62,6 @@ GATE_CAUSES: dict[str, tuple[str, Callable[[CaseResult], bool]]] = {
     "recall_at_5": ("retrieval", lambda r: True),
     "citation_validity": ("citations", lambda r: True),
 }
-MARKER_RE = re.compile(r"\[(\d+)\]")
-
-
-class QuestionSetError(AssistantError):
-    """A question set file is malformed; ``problems`` name the file, line and field."""
-
-    def __init__(self, problems: Sequence[str]) -> None:
-        self.problems = list(problems)
-        super().__init__(
-            f"{len(problems)} problem(s) in the question sets:\n  - " + "\n  - ".join(problems)
-        )
-
-
-# --- cases ---------------------------------------------------------------------------------------
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Turn(_Strict):
-    role: Literal["user", "assistant"]
-    content: str = Field(min_length=1)
-
-
-class CaseFindings(_Strict):
-    """Explicit findings, as a form or the HTTP API would send them (they win over the text)."""
-
-    symptomatic: bool | None = None
-    location: Location | None = None
-    hemodynamic_instability: bool | None = None
-    intracardiac_cement: bool | None = None
-    procedure: str | None = None
-
-
-class EvalCase(_Strict):
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", description="Unique across all sets.")
-    question: str = Field(min_length=1)
-    findings: CaseFindings | None = None
-    history: tuple[Turn, ...] = Field(default=(), description="Earlier turns, oldest first.")
-    expected_tier: Tier | None = Field(description="null: no recommendation expected.")
-    expected_escalations: tuple[EscalationId, ...] = ()
-    relevant_source_ids: tuple[str, ...] = ()
-    relevant_dois: tuple[str, ...] = ()
-    must_abstain: bool = False
-    key_facts: tuple[str, ...] = Field(default=(), description="Phrases a correct text contains.")
-    tags: tuple[str, ...] = ()
-    split: Literal["dev", "test"]
-    set: str = Field(default="", description="Question set (file stem); set by the loader.")
-
-    @model_validator(mode="after")
-    def _consistent(self) -> EvalCase:
-        if self.must_abstain and (self.expected_tier or self.expected_escalations):
-            raise ValueError("a case that must abstain cannot expect a tier or escalations")
-        if self.expected_escalations and self.expected_tier is None:
-            raise ValueError("expected_escalations need an expected_tier")
-        if any(not f.strip() for f in self.key_facts):
-            raise ValueError("key_facts must not be blank")
-        return self
-
-    @property
-    def expected_label(self) -> str:
-        return self.expected_tier or NONE
-
-
-def load_cases(
-    directory: Path = QUESTIONS_DIR, sets: Sequence[str] | None = None, split: str = "all"
-) -> list[EvalCase]:
-    """Every case of the named sets (default: all), validated; errors name file and line."""
-    available = {p.stem: p for p in sorted(directory.glob("*.jsonl"))}
-    unknown = sorted(set(sets or ()) - set(available))
-    if unknown or not available:
-        raise QuestionSetError(
-            [f"no question set {name!r} in {directory} (available: {', '.join(available)})"
-             for name in unknown or ["*"]]
-        )
-    problems: list[str] = []
-    cases: list[EvalCase] = []
-    seen: dict[str, str] = {}
-    for name, path in available.items():
-        if sets and name not in sets:
-            continue
-        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as exc:
-                problems.append(f"{where}: not valid JSON ({exc.msg})")
-                continue
-            if not isinstance(raw, dict):
-                problems.append(f"{where}: a case must be a JSON object")
-                continue
-            try:
-                case = EvalCase.model_validate({**raw, "set": name})
-            except ValidationError as exc:
-                problems += [f"{where}: {'.'.join(map(str, e['loc'])) or 'case'}: {e['msg']}"
-                             for e in exc.errors()]
-                continue
-            if case.id in seen:
-                problems.append(f"{where}: duplicate id {case.id!r} (first in {seen[case.id]})")
-            seen.setdefault(case.id, where)
-            cases.append(case)
-    if problems:
-        raise QuestionSetError(problems)
-    return [c for c in cases if split == "all" or c.split == split]
-
-
-def relevant_sources(case: EvalCase, sources: Mapping[str, Source]) -> list[str]:
-    by_doi = {s.doi.lower(): s.id for s in sources.values() if s.doi}
-    ids = [*case.relevant_source_ids, *(by_doi.get(d.lower(), d) for d in case.relevant_dois)]
-    return list(dict.fromkeys(ids))
-
-
-def check_relevance(cases: Iterable[EvalCase], sources: Mapping[str, Source]) -> None:
-    """Relevant ids and DOIs must name real sources: a typo would silently lower recall."""
-    by_doi = {s.doi.lower() for s in sources.values() if s.doi}
-    problems = [f"case {c.id}: unknown source id {sid!r}"
-                for c in cases for sid in c.relevant_source_ids if sid not in sources]
-    problems += [f"case {c.id}: no source has DOI {doi!r}"
-                 for c in cases for doi in c.relevant_dois if doi.lower() not in by_doi]
-    if problems:
-        raise QuestionSetError(problems)
-
-
-# --- metric functions (pure) ---------------------------------------------------------------------
-
-
-def unique(ids: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(ids))
-
-
-def recall_at_k(ranking: Sequence[str], relevant: Iterable[str], k: int) -> float:
-    rel = set(relevant)
-    return len(rel & set(ranking[:k])) / len(rel) if rel else 0.0
-
-
-def reciprocal_rank(ranking: Sequence[str], relevant: Iterable[str]) -> float:
-    rel = set(relevant)
-    return next((1.0 / i for i, sid in enumerate(ranking, start=1) if sid in rel), 0.0)
-
-
-def ndcg_at_k(ranking: Sequence[str], relevant: Iterable[str], k: int) -> float:
-    rel = set(relevant)
-    dcg = sum(1.0 / math.log2(i + 1) for i, sid in enumerate(ranking[:k], start=1) if sid in rel)
-    ideal = sum(1.0 / math.log2(i + 1) for i in range(1, min(len(rel), k) + 1))
-    return dcg / ideal if ideal else 0.0
-
-
-def precision_recall(pairs: Iterable[tuple[bool, bool]]) -> tuple[float | None, float | None]:
-    """(expected, predicted) pairs -> (precision, recall); None where nothing to divide by."""
-    counts = Counter(pairs)
-    tp, fp, fn = counts[(True, True)], counts[(False, True)], counts[(True, False)]
-    return (tp / (tp + fp) if tp + fp else None, tp / (tp + fn) if tp + fn else None)
-
-
-def confusion_matrix(
-    pairs: Iterable[tuple[str, str]], labels: Sequence[str] = LABELS
-) -> dict[str, dict[str, int]]:
-    """(expected, predicted) pairs -> {expected: {predicted: count}}; unknown labels are added."""
-    pairs = list(pairs)
-    names = unique([*labels, *(x for pair in pairs for x in pair)])
-    matrix = {e: dict.fromkeys(names, 0) for e in names}
-    for expected, predicted in pairs:
-        matrix[expected][predicted] += 1
-    return matrix
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    low, high = math.floor(pos), math.ceil(pos)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
-
-
-def _normalise(text: str) -> str:
-    text = re.sub(r"[‐-―−]", "-", text.replace("\u00a0", " "))
-    return re.sub(r"\s+", " ", text).casefold()
-
-
-def missing_key_facts(text: str, facts: Iterable[str]) -> list[str]:
-    haystack = _normalise(text)
-    return [f for f in facts if _normalise(f) not in haystack]
-
-
-def retrieved(answer: Answer) -> list[Passage]:
-    """The retrieval ranking: the leading passages that carry a retriever rank."""
-    ranked: list[Passage] = []
-    for p in answer.passages:
-        if not p.ranks:
-            break
-        ranked.append(p)
-    return ranked
-
-
-def citation_problems(answer: Answer, known: Mapping[str, Passage]) -> list[str]:
-    shown = {p.id for p in answer.passages}
-    problems: list[str] = []
-    for c in answer.citations:
-        passage = known.get(c.passage_id)
-        if passage is None:
-            problems.append(f"[{c.n}] {c.passage_id} is not a knowledge passage")
-        elif passage.source_id != c.source_id:
-            problems.append(f"[{c.n}] {c.passage_id} belongs to {passage.source_id}, "
-                            f"not {c.source_id}")
-        if c.passage_id not in shown:
-            problems.append(f"[{c.n}] {c.passage_id} is not among the answer's passages")
-    numbers = {c.n for c in answer.citations}
-    problems += [f"marker [{n}] has no citation"
-                 for n in sorted({int(m) for m in MARKER_RE.findall(answer.text)} - numbers)]
-    if not answer.in_scope and answer.citations:
-        problems.append("an abstention cites sources")
-    return problems
 
 
 # --- results -------------------------------------------------------------------------------------
@@ -300,8 +101,11 @@ class CaseResult(BaseModel):
 
 
 def score_case(
-    case: EvalCase, answer: Answer | None, relevant: Sequence[str],
-    known: Mapping[str, Passage], error: str = "",
+    case: EvalCase,
+    answer: Answer | None,
+    relevant: Sequence[str],
+    known: Mapping[str, Passage],
+    error: str = "",
 ) -> CaseResult:
     rec = answer.recommendation if answer else None
     predicted = ERROR if answer is None else (rec.tier if rec else NONE)
@@ -313,13 +117,28 @@ def score_case(
     missing = missing_key_facts(answer.text if answer else "", case.key_facts)
     abstained = answer is not None and not answer.in_scope
     result = CaseResult(
-        id=case.id, set=case.set, split=case.split, tags=list(case.tags), question=case.question,
-        expected=case.expected_label, predicted=predicted, rule_id=rec.rule_id if rec else None,
-        expected_escalations=list(case.expected_escalations), predicted_escalations=escalations,
-        must_abstain=case.must_abstain, abstained=abstained, relevant=list(relevant),
-        ranking=ranking, cited=cited, citation_problems=problems, key_facts=list(case.key_facts),
-        key_facts_missing=missing, latency_ms=answer.latency_ms if answer else 0.0, failures={},
-        response=answer.text if answer else "", reference="; ".join(case.key_facts),
+        id=case.id,
+        set=case.set,
+        split=case.split,
+        tags=list(case.tags),
+        question=case.question,
+        expected=case.expected_label,
+        predicted=predicted,
+        rule_id=rec.rule_id if rec else None,
+        expected_escalations=list(case.expected_escalations),
+        predicted_escalations=escalations,
+        must_abstain=case.must_abstain,
+        abstained=abstained,
+        relevant=list(relevant),
+        ranking=ranking,
+        cited=cited,
+        citation_problems=problems,
+        key_facts=list(case.key_facts),
+        key_facts_missing=missing,
+        latency_ms=answer.latency_ms if answer else 0.0,
+        failures={},
+        response=answer.text if answer else "",
+        reference="; ".join(case.key_facts),
         contexts=[p.text for p in passages],
     )
     if relevant:
@@ -337,8 +156,10 @@ def score_case(
         f["abstention"] = "answered; should abstain" if case.must_abstain else "abstained wrongly"
     if relevant and result.recall[5] < 1.0:
         lost = [s for s in relevant if s not in ranking[:5]]
-        f["retrieval"] = f"recall@5 {result.recall[5]:.2f}; not in top 5: {', '.join(lost)}; " \
-                         f"retrieved: {', '.join(ranking[:5]) or 'nothing'}"
+        f["retrieval"] = (
+            f"recall@5 {result.recall[5]:.2f}; not in top 5: {', '.join(lost)}; "
+            f"retrieved: {', '.join(ranking[:5]) or 'nothing'}"
+        )
     if problems:
         f["citations"] = "; ".join(problems)
     if missing:
@@ -413,7 +234,8 @@ def summarise(results: Sequence[CaseResult]) -> Metrics:
         citation_hit_rate=_mean([float(bool(set(r.cited) & set(r.relevant))) for r in ret]),
         key_fact_coverage=(
             sum(len(r.key_facts) - len(r.key_facts_missing) for r in facts) / total_facts
-            if total_facts else None
+            if total_facts
+            else None
         ),
         key_fact_cases_complete=_mean([float(not r.key_facts_missing) for r in facts]),
         key_fact_n=len(facts),
@@ -443,7 +265,9 @@ class EvalRun(BaseModel):
 def _summarise_mode(mode: str, fingerprint: str, results: list[CaseResult]) -> ModeResult:
     splits = sorted({r.split for r in results})
     return ModeResult(
-        mode=mode, settings_fingerprint=fingerprint, metrics=summarise(results),
+        mode=mode,
+        settings_fingerprint=fingerprint,
+        metrics=summarise(results),
         by_split={s: summarise([r for r in results if r.split == s]) for s in splits},
         cases=results,
     )
@@ -482,9 +306,14 @@ def run_eval(
     )
     assistants: dict[str, Any] = {}
     results: dict[str, list[CaseResult]] = {}
-    bar = tqdm(total=len(cases) * len(retriever_modes), unit="ask", disable=not progress,
-               file=sys.stderr, dynamic_ncols=True,
-               mininterval=0.1 if sys.stderr.isatty() else 15.0)  # keep CI logs short
+    bar = tqdm(
+        total=len(cases) * len(retriever_modes),
+        unit="ask",
+        disable=not progress,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        mininterval=0.1 if sys.stderr.isatty() else 15.0,
+    )  # keep CI logs short
     with bar:
         for mode in retriever_modes:
             bar.set_description(f"loading {mode}")
@@ -505,7 +334,8 @@ def run_eval(
                     answer = assistant.ask(
                         case.question,
                         findings=case.findings.model_dump(exclude_none=True)
-                        if case.findings else None,
+                        if case.findings
+                        else None,
                         history=[t.model_dump() for t in case.history] or None,
                         surface="eval",
                     )
@@ -549,8 +379,11 @@ def gate_failures(run: EvalRun) -> list[str]:
         shown = "n/a" if value is None else f"{value:.3f}"
         lines.append(f"{mode} {name} = {shown} < {threshold} (test split)")
         kind, broke = GATE_CAUSES[name]
-        lines += [f"    {r.id}: {kind}: {r.failures[kind]}"
-                  for r in cases if kind in r.failures and broke(r)]
+        lines += [
+            f"    {r.id}: {kind}: {r.failures[kind]}"
+            for r in cases
+            if kind in r.failures and broke(r)
+        ]
     return lines
 
 

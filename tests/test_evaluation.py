@@ -16,31 +16,35 @@ import yaml
 
 from assistant import evaluation
 from assistant.embeddings import HashEmbedder
+from assistant.evalcases import (
+    EvalCase,
+    QuestionSetError,
+    check_relevance,
+    load_cases,
+    relevant_sources,
+)
 from assistant.evalreport import write_ragas, write_report
 from assistant.evaluation import (
     MODES,
     CaseResult,
-    EvalCase,
     EvalRun,
-    QuestionSetError,
-    check_relevance,
-    confusion_matrix,
     gate_failures,
-    load_cases,
-    missing_key_facts,
-    ndcg_at_k,
-    percentile,
-    precision_recall,
-    recall_at_k,
-    reciprocal_rank,
-    relevant_sources,
-    retrieved,
     run_cli,
     run_eval,
     score_case,
     summarise,
 )
 from assistant.knowledge import load_knowledge
+from assistant.metrics import (
+    confusion_matrix,
+    missing_key_facts,
+    ndcg_at_k,
+    percentile,
+    precision_recall,
+    recall_at_k,
+    reciprocal_rank,
+    retrieved,
+)
 from assistant.settings import REPO_ROOT, Settings
 from assistant.types import (
     TIERS,
