@@ -67,7 +67,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     )
     print(report.summary())
     print(
-        f"Knowledge version {corpus.knowledge.fingerprint}; "
+        f"Knowledge version {corpus.fingerprint}; "
         f"{len(corpus.user_sources)} user-supplied document(s)."
     )
     return 0

@@ -38,7 +38,12 @@ def load_corpus(settings: Settings) -> Corpus:
         settings.chunk_size,
         settings.chunk_overlap,
     )
-    fingerprint = hashlib.sha256(f"{knowledge.fingerprint}|{user_fp}".encode()).hexdigest()[:12]
+    # With no user documents the version is the curated knowledge's own fingerprint.
+    fingerprint = (
+        hashlib.sha256(f"{knowledge.fingerprint}|{user_fp}".encode()).hexdigest()[:12]
+        if user_fp
+        else knowledge.fingerprint
+    )
     return Corpus(knowledge, user_sources, passages, fingerprint)
 
 

@@ -71,13 +71,15 @@ def markdown(r: dict[str, Any]) -> str:
             c = r["cold_start"]
             m = c["median"]
             rows += [
-                ("cold start to first answer (subprocess wall, median of "
-                 f"{len(c['runs'])})", f"**{m['subprocess_wall_s']}**"),
+                (f"cold start: process spawn to first answer (median of {len(c['runs'])})",
+                 f"**{m['to_first_answer_s']}**"),
                 ("  `from assistant import Assistant`", m["import_s"]),
                 ("  `Assistant.from_settings()` (knowledge, rules, index open)",
                  m["from_settings_s"]),
-                ("  first `ask` (model hash check + load, then the answer)", m["first_ask_s"]),
-                ("  CPU time of the whole process", m["cpu_s"]),
+                ("  first `ask`", m["first_ask_s"]),
+                ("    of which the model: hash check, import, load", m["model_load_s"]),
+                ("  CPU time of the process (to the answer)", m["cpu_s"]),
+                ("  whole subprocess, exit included", m["subprocess_wall_s"]),
             ]
         if "index_build" in r:
             b = r["index_build"]
