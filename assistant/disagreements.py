@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from assistant.errors import RulesError
+from assistant.knowledge import load_yaml
 
 PLACEHOLDER_RE = re.compile(r"\{([a-z0-9-]+#[a-z0-9-]+)\}")
 
@@ -40,7 +41,7 @@ class Disagreements(BaseModel):
 def load_disagreements(path: Path, known_sections: set[str]) -> Disagreements:
     """Every placeholder must name an existing knowledge section; every trigger must compile."""
     try:
-        data = Disagreements.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+        data = Disagreements.model_validate(load_yaml(path.read_text(encoding="utf-8")))
     except (OSError, yaml.YAMLError, ValidationError) as exc:
         raise RulesError([str(exc)], path) from exc
     problems: list[str] = []

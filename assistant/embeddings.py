@@ -7,7 +7,6 @@ stays cheap. The hub is never contacted: weights come from a local directory.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import re
@@ -68,45 +67,11 @@ def verify_weights(model_dir: Path, expected_sha256: str) -> None:
         )
 
 
-# The pipeline run below: a sentence-transformers model directory whose modules.json is exactly
-# Transformer -> Pooling (mean) -> Normalize, as all-MiniLM-L6-v2 is.
-PIPELINE = ("Transformer", "Pooling", "Normalize")
-BATCH_SIZE = 32
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"Cannot read {path}: {exc}. Reinstall the model.") from exc
-
-
-def pipeline_max_length(model_dir: Path) -> int:
-    """Check the directory describes mean pooling + normalisation; return max_seq_length."""
-    modules = _read_json(model_dir / "modules.json")
-    kinds = tuple(str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules)
-    if kinds != PIPELINE:
-        raise ModelError(
-            f"{model_dir / 'modules.json'}: pipeline {' -> '.join(kinds)} is not supported; "
-            f"expected {' -> '.join(PIPELINE)} (mean pooling, normalised), like all-MiniLM-L6-v2."
-        )
-    pooling_dir = model_dir / str(modules[1].get("path") or "1_Pooling")
-    pooling = _read_json(pooling_dir / "config.json")
-    modes = sorted(k for k, v in pooling.items() if k.startswith("pooling_mode_") and v)
-    if modes != ["pooling_mode_mean_tokens"]:
-        raise ModelError(f"{pooling_dir / 'config.json'}: only mean pooling is supported, "
-                         f"not {', '.join(modes) or 'none'}.")
-    config = _read_json(model_dir / "sentence_bert_config.json")
-    return int(config.get("max_seq_length") or 256)
-
-
 class SentenceTransformerEmbedder:
     """The real model, loaded lazily on first use (``warm_up``) from a verified local directory.
 
-    A sentence-transformers model run with transformers directly: the vectors are the ones
-    ``SentenceTransformer.encode(..., normalize_embeddings=True)`` gives (to ~1e-7), but the
-    sentence-transformers package also imports scikit-learn, SciPy's statistics and pandas, about
-    1.5 s of a cold start spent on nothing this pipeline uses.
+    Any sentence-transformers model directory works (pooling and normalisation come from its own
+    modules.json), so users with other weights only change PCE_EMBEDDING_MODEL_DIR and the hash.
     """
 
     def __init__(self, model_dir: Path, expected_sha256: str, name: str) -> None:
@@ -114,58 +79,37 @@ class SentenceTransformerEmbedder:
         self.expected_sha256 = expected_sha256
         self.name = name
         self._model: Any = None
-        self._tokenizer: Any = None
-        self._max_length = 256
         self._lock = threading.Lock()
-        # A fast tokenizer is not safe to call from several threads at once.
-        self._tokenizer_lock = threading.Lock()
+        # A fast tokenizer is not safe to call from several threads at once (HTTP workers).
+        self._encode_lock = threading.Lock()
 
     def warm_up(self) -> None:
         with self._lock:
             if self._model is not None:
                 return
             verify_weights(self.model_dir, self.expected_sha256)
-            max_length = pipeline_max_length(self.model_dir)
             # Belt and braces: even a misconfigured model must not reach for the hub.
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
             os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-            from transformers import AutoModel, AutoTokenizer
+            from sentence_transformers import SentenceTransformer
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()  # no "Loading weights" bar on every start
-
             try:
-                tokenizer = AutoTokenizer.from_pretrained(
-                    str(self.model_dir), local_files_only=True
+                self._model = SentenceTransformer(
+                    str(self.model_dir), device="cpu", local_files_only=True
                 )
-                model = AutoModel.from_pretrained(str(self.model_dir), local_files_only=True)
             except Exception as exc:
                 raise ModelError(f"Could not load the model from {self.model_dir}: {exc}") from exc
-            self._tokenizer, self._max_length = tokenizer, max_length
-            self._model = model.eval()
 
     def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
         self.warm_up()
-        import torch
-
-        vectors: list[list[float]] = []
-        with torch.inference_mode():
-            for start in range(0, len(texts), BATCH_SIZE):
-                batch = [str(t).strip() for t in texts[start : start + BATCH_SIZE]]
-                with self._tokenizer_lock:
-                    encoded = self._tokenizer(
-                        batch,
-                        padding=True,
-                        truncation="longest_first",
-                        max_length=self._max_length,
-                        return_tensors="pt",
-                    )
-                tokens = self._model(**encoded).last_hidden_state
-                mask = encoded["attention_mask"].unsqueeze(-1).to(tokens.dtype)
-                mean = (tokens * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-                vectors += torch.nn.functional.normalize(mean, p=2, dim=1).tolist()
-        return vectors
+        with self._encode_lock:
+            vectors = self._model.encode(
+                list(texts), batch_size=32, normalize_embeddings=True, show_progress_bar=False
+            )
+        return [list(map(float, v)) for v in vectors]
 
     def embed_query(self, text: str) -> list[float]:
         return self.embed_documents([text])[0]

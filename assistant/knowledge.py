@@ -26,6 +26,15 @@ ID_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 HEADING_RE = re.compile(r"^##\s+(.+?)\s*$", re.MULTILINE)
 
 
+# libyaml's C parser when present: start-up parses every source's front matter.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def load_yaml(text: str) -> Any:
+    """Safe YAML (no Python objects), with the C parser when the platform has it."""
+    return yaml.load(text, Loader=_YAML_LOADER)
+
+
 def slugify(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
@@ -106,7 +115,7 @@ def split_front_matter(path: Path, text: str) -> tuple[dict[str, Any], str]:
     if len(parts) != 2:
         raise KnowledgeError(path, "front matter", "no closing '---' line")
     try:
-        meta = yaml.safe_load(parts[0].lstrip("-"))
+        meta = load_yaml(parts[0].lstrip("-"))
     except yaml.YAMLError as exc:
         raise KnowledgeError(path, "front matter", f"invalid YAML: {exc}") from exc
     if not isinstance(meta, dict):

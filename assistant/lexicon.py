@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from assistant.errors import RulesError
+from assistant.knowledge import load_yaml
 from assistant.settings import REPO_ROOT
 
 __all__ = ["DEFAULT_LEXICON_PATH", "Lexicon", "NumericRule", "load_lexicon"]
@@ -156,7 +157,7 @@ def load_lexicon(path: Path | str | None = None) -> Lexicon:
 @lru_cache(maxsize=8)
 def _load(path: Path, mtime_ns: int) -> Lexicon:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise RulesError([f"cannot parse the lexicon: {exc}"], path) from exc
     if not isinstance(data, dict):

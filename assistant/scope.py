@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from assistant.errors import RulesError
+from assistant.knowledge import load_yaml
 
 
 class ScopeTerms(BaseModel):
@@ -74,7 +75,7 @@ class ScopeGuard:
 @lru_cache(maxsize=8)
 def load_scope_terms(path: Path) -> ScopeTerms:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml(path.read_text(encoding="utf-8"))
         terms = ScopeTerms.model_validate(raw)
         for group in ("core", "procedure", "context", "other_conditions"):
             for pattern in getattr(terms, group):

@@ -81,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     if "build" in only:
         section("index_build", lambda: cold.index_build(data_dir))
     if "cold" in only:
-        section("cold_start", lambda: cold.cold_start(data_dir, repeats=1 if args.quick else 3))
+        section("cold_start", lambda: cold.cold_start(
+            data_dir, repeats=1 if args.quick else 3,
+            collection=results["index_build"]["collection"]))
     if "warm" in only:
         section("warm", lambda: warm.run(data_dir, rounds=1 if args.quick else 2))
     if "http" in only:

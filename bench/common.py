@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import socket
 import statistics
 import subprocess
@@ -73,17 +72,22 @@ def time_calls(fn: Callable[[], Any], n: int) -> list[float]:
     return samples
 
 
-def rss_mb(pid: int | str = "self") -> float:
-    """Resident set size now (Linux /proc), in MiB."""
+def _status_mb(field: str, pid: int | str = "self") -> float:
     with open(f"/proc/{pid}/status", encoding="ascii") as handle:
         for line in handle:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
 
 
+def rss_mb(pid: int | str = "self") -> float:
+    """Resident set size now (Linux /proc), in MiB."""
+    return _status_mb("VmRSS", pid)
+
+
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident set size of this process image (VmHWM; ru_maxrss survives exec)."""
+    return _status_mb("VmHWM")
 
 
 def load_average() -> list[float]:

@@ -93,6 +93,9 @@ def markdown(r: dict[str, Any]) -> str:
         lines += [*_table(("what", "seconds"), rows), ""]
         if "cold_start" in r:
             c = r["cold_start"]
+            if c.get("set_aside_rebuilt"):
+                lines += [f"({len(c['set_aside_rebuilt'])} run(s) set aside: the knowledge "
+                          "changed under the benchmark and the index was rebuilt.)", ""]
             lines += [
                 f"Goal: first answer under {c['goal_s']} s. Heavy modules loaded by "
                 f"`import assistant`: {c['heavy_at_import'] or 'none'}; after "

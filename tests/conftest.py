@@ -31,6 +31,8 @@ os.environ.update(
 for _name in [n for n in os.environ if n.startswith("PCE_")]:
     del os.environ[_name]
 
+from servers import free_port  # noqa: E402
+
 from assistant.corpus import Corpus, load_corpus  # noqa: E402
 from assistant.embeddings import (  # noqa: E402
     HashEmbedder,
@@ -138,11 +140,6 @@ def real_index(
 
 # --- Chroma server -------------------------------------------------------------------------------
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class ChromaServer:

@@ -8,18 +8,13 @@ should not; and ``pce-assistant serve`` must answer the HTTP API and CDS Hooks o
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from servers import serve_cli
 
 from assistant import Assistant, Settings
 
@@ -194,12 +189,6 @@ def test_multi_turn_upgrade_from_surveillance_to_anticoagulation(assistant: Assi
 # --- a real server -------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, never a proxy
 
 
@@ -221,48 +210,8 @@ def http(method: str, url: str, body: Any = None) -> tuple[int, Any]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``pce-assistant serve`` on a free loopback port with a fresh data dir; stopped after."""
-    if not (Path(__file__).resolve().parent.parent / "assistant" / "ui.py").exists():
-        pytest.fail("assistant/ui.py is missing: `serve` mounts the Gradio UI")
-    data_dir = tmp_path_factory.mktemp("serve") / "data"
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = data_dir.parent / "serve.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PCE_")}
-    env |= {"PCE_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"}
-    executable = Path(sys.executable).parent / "pce-assistant"
-    command = [str(executable)] if executable.exists() else [sys.executable, "-m", "assistant.cli"]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [*command, "serve", "--host", "127.0.0.1", "--port", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-        )
-    try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"server exited with {process.returncode}:\n{log_path.read_text()}")
-            try:
-                if http("GET", f"{url}/healthz")[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"no /healthz within {SERVER_START_TIMEOUT_S:.0f} s:\n"
-                    + log_path.read_text(errors="replace")[-4000:]
-                )
-            time.sleep(0.5)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=20)
+    with serve_cli(tmp_path_factory.mktemp("serve")) as srv:
+        yield srv.url
 
 
 def test_server_answers_ask(server: str) -> None:

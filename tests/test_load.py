@@ -10,21 +10,15 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import os
 import socket
-import sqlite3
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
+from servers import ServeProcess, serve_cli
 
 pytestmark = pytest.mark.integration
 
@@ -44,79 +38,14 @@ QUESTIONS = [
 ]
 
 
-@dataclass(frozen=True)
-class Server:
-    url: str
-    data_dir: Path
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def host_port(self) -> tuple[str, int]:
-        host, port = self.url.removeprefix("http://").split(":")
-        return host, int(port)
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:]
-
-    def ask_rows(self, user: str | None = None) -> list[str]:
-        """Answer ids of the audited asks (read-only: the server owns the database)."""
-        path = self.data_dir / "audit.sqlite3"
-        if not path.exists():  # created by the first audited event
-            return []
-        query = "SELECT id FROM events WHERE kind = 'ask'" + (" AND user = ?" if user else "")
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
-            return [row[0] for row in conn.execute(query, (user,) if user else ())]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     """``pce-assistant serve`` on 127.0.0.1 with its own data directory (it builds the index)."""
-    root = tmp_path_factory.mktemp("load")
-    data_dir = root / "data"
-    port = _free_port()
-    log = root / "serve.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PCE_")}
-    env.update(PCE_DATA_DIR=str(data_dir), HF_HUB_OFFLINE="1", ANONYMIZED_TELEMETRY="False",
-               GRADIO_ANALYTICS_ENABLED="False")
-    executable = Path(sys.executable).parent / "pce-assistant"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(executable), "serve", "--host", "127.0.0.1", "--port", str(port)],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-        )
-    srv = Server(f"http://127.0.0.1:{port}", data_dir, process, log)
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    deadline = time.monotonic() + 600  # index build with the real model on a busy machine
-    try:
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"serve exited with {process.returncode}:\n{srv.tail()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"serve did not answer /healthz in time:\n{srv.tail()}")
-            try:
-                with opener.open(f"{srv.url}/healthz", timeout=2) as reply:
-                    if reply.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
+    with serve_cli(tmp_path_factory.mktemp("load")) as srv:
         yield srv
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=30)
 
 
-def test_server_listens_on_loopback_only(server: Server) -> None:
+def test_server_listens_on_loopback_only(server: ServeProcess) -> None:
     host, port = server.host_port
     assert host == "127.0.0.1"
     with socket.create_connection((host, port), timeout=5):
@@ -125,7 +54,7 @@ def test_server_listens_on_loopback_only(server: Server) -> None:
 
 @pytest.mark.timeout(DEADLINE_S + 300)
 def test_16_clients_x_200_asks_all_answered_and_each_audited_exactly_once(
-    server: Server,
+    server: ServeProcess,
 ) -> None:
     before = len(server.ask_rows())
     deadline = time.monotonic() + DEADLINE_S
@@ -175,7 +104,7 @@ def test_16_clients_x_200_asks_all_answered_and_each_audited_exactly_once(
     assert health["audit_failures"] == 0
 
 
-def _raw(server: Server, payload: bytes) -> bytes:
+def _raw(server: ServeProcess, payload: bytes) -> bytes:
     """Send bytes on a fresh connection while reading; return what came back.
 
     The server may answer (413) and close before it has read everything we send, so sending runs
@@ -209,7 +138,7 @@ def _request(body: bytes, *, chunked: bool = False) -> bytes:
     return head + b"Transfer-Encoding: chunked\r\n\r\n" + encoded
 
 
-def test_bad_traffic_never_takes_the_worker_down(server: Server) -> None:
+def test_bad_traffic_never_takes_the_worker_down(server: ServeProcess) -> None:
     before = len(server.ask_rows())
     replies = {
         "invalid-utf8": _raw(server, _request(b'{"question": "cement \xff\xfe embolism"}')),
