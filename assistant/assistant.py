@@ -54,15 +54,20 @@ def app_version() -> str:
         return "0+unknown"
 
 
+def check_text(text: str, what: str, field: str) -> None:
+    """Reject text that is not valid UTF-8 (lone surrogates) or holds control characters."""
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in text):
+        raise InputError(f"{what} is not valid UTF-8 text; re-type or re-paste it.", field=field)
+    bad = sorted({c for c in text if unicodedata.category(c) == "Cc" and c not in CONTROL_OK})
+    if bad:
+        shown = ", ".join(f"U+{ord(c):04X}" for c in bad[:5])
+        raise InputError(f"{what} contains control characters ({shown}); remove them.", field=field)
+
+
 def validate_question(question: object, max_chars: int) -> str:
     if not isinstance(question, str):
         raise InputError(f"The question must be text, not {type(question).__name__}.")
-    if any(0xD800 <= ord(c) <= 0xDFFF for c in question):
-        raise InputError("The question is not valid UTF-8 text; re-type or re-paste it.")
-    bad = sorted({c for c in question if unicodedata.category(c) == "Cc" and c not in CONTROL_OK})
-    if bad:
-        shown = ", ".join(f"U+{ord(c):04X}" for c in bad[:5])
-        raise InputError(f"The question contains control characters ({shown}); remove them.")
+    check_text(question, "The question", "question")
     text = question.strip()
     if not text:
         raise InputError("The question is empty; type a question about cement embolism.")
@@ -103,6 +108,7 @@ def history_user_turns(history: object, max_turns: int, max_chars: int) -> list[
             raise InputError(
                 f"history[{i}] is longer than {max_chars:,} characters", field="history"
             )
+        check_text(content, f"history[{i}]", "history")
         if role == "user" and content.strip():
             turns.append(content)
     if len(turns) > max_turns:

@@ -118,6 +118,11 @@ def panel_findings(values: Mapping[str, str | None]) -> dict[str, str] | None:
     return chosen or None
 
 
+def panel_values(*values: str | None) -> dict[str, str] | None:
+    """The four radios, in PANEL_FIELDS order, as explicit findings (see panel_findings)."""
+    return panel_findings(dict(zip(PANEL_FIELDS, values, strict=True)))
+
+
 def apply_option(value: str, panel: Sequence[str]) -> tuple[str, ...]:
     """A follow-up option ('symptomatic=yes') sets that finding in the panel; others unchanged."""
     current = dict(zip(PANEL_FIELDS, panel, strict=True))
@@ -288,15 +293,7 @@ class ChatUI:
         Yields (chat messages, textbox, card html, findings html, session, feedback dropdown).
         """
         session = session if session is not None else Session()
-        explicit = panel_findings(
-            dict(
-                zip(
-                    PANEL_FIELDS,
-                    (symptomatic, location, hemodynamic_instability, intracardiac_cement),
-                    strict=True,
-                )
-            )
-        )
+        explicit = panel_values(symptomatic, location, hemodynamic_instability, intracardiac_cement)
         question = message if isinstance(message, str) else ""
         history = session.user_questions()[-self.assistant.settings.max_history_turns :]
         messages = session.messages
@@ -372,15 +369,7 @@ class ChatUI:
         Returns (chat messages, card html, findings html, session, feedback dropdown).
         """
         session = session if session is not None else Session()
-        explicit = panel_findings(
-            dict(
-                zip(
-                    PANEL_FIELDS,
-                    (symptomatic, location, hemodynamic_instability, intracardiac_cement),
-                    strict=True,
-                )
-            )
-        )
+        explicit = panel_values(symptomatic, location, hemodynamic_instability, intracardiac_cement)
         last = session.last_question()
         user = _username(request)
         try:

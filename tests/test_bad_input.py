@@ -72,6 +72,10 @@ BAD_INPUTS = [
         history=[{"role": "user", "content": "x" * 5000}]),
     Bad("history-not-messages", QUESTION, "history[0] must be a message object or text",
         history=[["user", "cement"]], http_says="history.0"),
+    Bad("history-control-characters", QUESTION, "history[0] contains control characters (U+0007)",
+        history=[{"role": "user", "content": "cement\x07 emboli after PVP"}]),
+    Bad("history-lone-surrogate", QUESTION, "history[0] is not valid UTF-8",
+        history=[{"role": "user", "content": "cement \udc80 emboli"}]),
 ]
 UI_BAD_INPUTS = [b for b in BAD_INPUTS if (b.findings is None or b.panel) and b.history is None]
 
