@@ -53,7 +53,7 @@ REQUIRED_TOP = ("version", "hit_policy", "inputs", "location_convention", "rows"
 ROW_FIELDS = ("id", "when", "tier", "label", "actions", "rationale", "caveats", "citations")
 REQUIRED_ROW = ("id", "when", "tier", "label", "actions", "rationale", "citations")
 OVERLAY_FIELDS = ("id", "when", "label", "actions", "rationale", "citations")
-MISSING_FIELDS = ("question", "conflict", "unclear")
+MISSING_FIELDS = ("question", "conflict", "unclear", "ask_when")
 # Placeholders each question template may use, and the ones it must use.
 TEMPLATE_FIELDS = {"question": (), "conflict": ("spans",), "unclear": ("term",)}
 # unclear_location in Findings is the only "unclear term" the findings module reports.
@@ -297,13 +297,19 @@ def _parse_citations(chk: _Check, where: str, data: Mapping[str, Any],
     return tuple(cites)
 
 
+Templates = dict[str, dict[str, str]]
+AskWhen = dict[str, dict[str, tuple[str, ...]]]
+
+
 def _parse_missing(chk: _Check, raw: Any, inputs: Mapping[str, tuple[str, ...]],
-                   overlay_inputs: Mapping[str, tuple[str, ...]]) -> dict[str, dict[str, str]]:
+                   overlay_inputs: Mapping[str, tuple[str, ...]]) -> tuple[Templates, AskWhen]:
+    """Question templates per input, and when to ask about an unknown escalation input."""
     if not isinstance(raw, dict):
         chk.add("missing", "must map each input to its questions")
-        return {}
+        return {}, {}
     known = [*inputs, *overlay_inputs]
-    out: dict[str, dict[str, str]] = {}
+    out: Templates = {}
+    ask_when: AskWhen = {}
     for name, entry in raw.items():
         where = f"missing.{name}"
         if name not in known:
@@ -314,9 +320,18 @@ def _parse_missing(chk: _Check, raw: Any, inputs: Mapping[str, tuple[str, ...]],
             continue
         required = ["question", "conflict"] + (["unclear"] if name == UNCLEAR_INPUT else [])
         chk.fields(where, entry, MISSING_FIELDS, required)
+        if "ask_when" in entry:
+            if name in inputs:
+                chk.add(where, "'ask_when' is only for escalation inputs (table inputs are "
+                        "always asked about when unknown)")
+            else:
+                # Conditions over the table inputs, e.g. ask about instability when symptomatic.
+                cond = _parse_when(chk, f"{where}.ask_when", entry["ask_when"], inputs)
+                if cond is not None:
+                    ask_when[str(name)] = cond
         templates: dict[str, str] = {}
         for key in MISSING_FIELDS:
-            if key not in entry:
+            if key not in entry or key == "ask_when":
                 continue
             text = chk.text(where, entry, key)
             try:
@@ -335,7 +350,7 @@ def _parse_missing(chk: _Check, raw: Any, inputs: Mapping[str, tuple[str, ...]],
     for name in inputs:
         if name not in raw:
             chk.add("missing", f"no question for input '{name}'")
-    return out
+    return out, ask_when
 
 
 def _condition(name: str, allowed: tuple[str, ...]) -> str:
@@ -491,8 +506,8 @@ def _build(path: Path, sources: Mapping[str, Source]) -> tuple[RuleTable | None,
                                     seen)
     overlays = _parse_overlays(chk, _list_field(chk, doc, "escalations"), overlay_inputs, index,
                                sources, seen)
-    missing = (_parse_missing(chk, doc["missing"], inputs, overlay_inputs)
-               if "missing" in doc else {})
+    missing, ask_when = (_parse_missing(chk, doc["missing"], inputs, overlay_inputs)
+                         if "missing" in doc else ({}, {}))
     if inputs_ok:
         # Gaps are only meaningful once every row could be read; overlaps always are.
         _check_table(chk, inputs, [(r.id, r.tier, r.when) for r in rows],
@@ -509,6 +524,7 @@ def _build(path: Path, sources: Mapping[str, Source]) -> tuple[RuleTable | None,
         rows=tuple(rows),
         escalations=tuple(overlays),
         questions=missing,
+        ask_when=ask_when,
     )
     return table, []
 
@@ -545,7 +561,8 @@ class RuleTable:
                  inputs: Mapping[str, tuple[str, ...]],
                  escalation_inputs: Mapping[str, tuple[str, ...]], rows: tuple[Rule, ...],
                  escalations: tuple[Overlay, ...],
-                 questions: Mapping[str, Mapping[str, str]]) -> None:
+                 questions: Mapping[str, Mapping[str, str]],
+                 ask_when: Mapping[str, Mapping[str, tuple[str, ...]]] | None = None) -> None:
         self.path = path
         self.version = version
         self.fingerprint = fingerprint
@@ -555,6 +572,7 @@ class RuleTable:
         self.rows = rows
         self.escalations = escalations
         self._questions = {k: dict(v) for k, v in questions.items()}
+        self._ask_when = {k: dict(v) for k, v in (ask_when or {}).items()}
         # Every combination is evaluated once here, so recommend() is a dictionary lookup.
         self._outcomes = {combo: self._evaluate(combo) for combo in self._combinations()}
 
@@ -667,6 +685,11 @@ class RuleTable:
             for name in self.all_inputs
             if (name in self.inputs and values[name] == UNKNOWN)
             or (name in self.escalation_inputs and name in conflicted and name in self._questions)
+            or (
+                name in self._ask_when
+                and values[name] == UNKNOWN
+                and _matches(self._ask_when[name], values)
+            )
         ]
         return Recommendation(
             tier=rule.tier,

@@ -126,7 +126,7 @@ def test_rules_shipped_table_passes_every_check(knowledge: dict[str, Source]) ->
 
 
 def test_rules_shipped_table_exposes_version_rows_and_fingerprint(table: RuleTable) -> None:
-    assert table.version == "2026.11.1"
+    assert table.version == "2026.11.2"
     assert table.fingerprint == hashlib.sha256(SHIPPED.read_bytes()).hexdigest()[:12]
     assert [r.id for r in table.rows] == [
         "asymptomatic-peripheral", "symptomatic-peripheral", "asymptomatic-central",
@@ -299,8 +299,9 @@ def test_rules_missing_location_outcomes_name_the_tier_each_answer_gives(
     table: RuleTable,
 ) -> None:
     rec = table.recommend(findings("yes", "unknown"))
-    (missing,) = rec.missing
-    assert missing.finding == "location"
+    # A symptomatic patient is also asked about haemodynamics; here the location is the point.
+    assert [m.finding for m in rec.missing] == ["location", "hemodynamic_instability"]
+    missing = rec.missing[0]
     assert missing.outcomes == {
         "central": "consider surgical embolectomy (surgical_embolectomy)",
         "peripheral": "anticoagulation (anticoagulation)",
@@ -343,7 +344,7 @@ def test_rules_conflicting_location_gives_needs_information_with_both_spans(
     ))
     rec = table.recommend(f)
     assert (rec.tier, rec.rule_id) == ("needs_information", "location-unknown")
-    (missing,) = rec.missing
+    missing = next(m for m in rec.missing if m.finding == "location")
     assert '"main pulmonary artery"' in missing.question and '"subsegmental"' in missing.question
 
 
@@ -369,6 +370,25 @@ def test_rules_conflicting_haemodynamic_status_is_asked_without_changing_the_tie
     assert '"stable"' in missing.question and '"hypotensive"' in missing.question
     assert missing.outcomes["yes"].startswith("adds escalation: haemodynamic instability")
     assert "tier unchanged: anticoagulation (anticoagulation)" in missing.outcomes["no"]
+
+
+def test_rules_symptomatic_patient_is_asked_about_haemodynamics_without_changing_the_tier(
+    table: RuleTable,
+) -> None:
+    rec = table.recommend(findings("yes", "central"))
+    assert rec.tier == "surgical_embolectomy" and rec.escalations == ()
+    (missing,) = rec.missing
+    assert missing.finding == "hemodynamic_instability"
+    assert missing.outcomes["yes"].startswith("adds escalation: haemodynamic instability")
+    assert "tier unchanged: consider surgical embolectomy" in missing.outcomes["no"]
+
+
+@pytest.mark.parametrize(("symptomatic", "hemodynamic"), [("no", "unknown"), ("yes", "no")])
+def test_rules_haemodynamics_are_not_asked_without_symptoms_or_when_known(
+    table: RuleTable, symptomatic: str, hemodynamic: str
+) -> None:
+    rec = table.recommend(findings(symptomatic, "peripheral", hemodynamic))
+    assert "hemodynamic_instability" not in {m.finding for m in rec.missing}
 
 
 def test_rules_known_findings_are_not_asked_again(table: RuleTable) -> None:
@@ -552,6 +572,19 @@ def test_rules_escalation_cannot_read_a_table_input(
                     'when: {symptomatic: "yes"}')
     assert any("escalation 'hemodynamic_instability': unknown input 'symptomatic'" in p
                for p in check_rules(path, fake_sources))
+
+
+def test_rules_ask_when_is_checked_like_a_condition(
+    tmp_path: Path, fake_sources: Mapping[str, Source]
+) -> None:
+    text = (FIXTURES / "valid.yaml").read_text(encoding="utf-8")
+    path = tmp_path / "rules.yaml"
+    path.write_text(text + '  hemodynamic_instability:\n    ask_when: {symptomatic: "yse"}\n'
+                    '    question: "Unstable?"\n    conflict: "Unstable? ({spans})"\n',
+                    encoding="utf-8")
+    problems = check_rules(path, fake_sources)
+    assert any("unknown value 'yse' for input 'symptomatic' (did you mean 'yes'?)" in p
+               for p in problems), problems
 
 
 def test_rules_conflict_question_must_show_the_spans(
