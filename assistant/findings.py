@@ -132,7 +132,9 @@ def extract_findings(
         **values,
         evidence=tuple(evidence(m) for m in _in_finding_order(kept)),
         conflicts=tuple(conflicts),
-        asks_management=any(p.search(text) for p in lexicon.management),
+        # "What did Krueger recommend?" asks about a source, not what to do for this patient.
+        asks_management=any(p.search(text) for p in lexicon.management)
+        and not any(p.search(text) for p in lexicon.literature),
     )
 
 

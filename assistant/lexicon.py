@@ -140,6 +140,9 @@ class Lexicon(_Strict):
     location: LocationTerms
     procedure: ProcedureTerms
     management: Terms = Field(min_length=1)
+    literature: Terms = Field(
+        description="A question about what a source did or said, not about this patient."
+    )
     exclusions: Terms = Field(description="Spans that look like a term but are not one.")
     context: ContextTerms
 

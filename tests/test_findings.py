@@ -472,3 +472,35 @@ def test_lexicon_that_is_not_a_mapping_or_missing_is_a_rules_error(tmp_path: Pat
         load_lexicon(path)
     with pytest.raises(RulesError, match="cannot read"):
         load_lexicon(tmp_path / "absent.yaml")
+
+
+# --- questions about a source rather than this patient -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "How long did Krueger recommend coumarin?",
+        "What INR target did Kumar et al. use after heparin?",
+        "In the Respir Med Case Rep 2018 case, how was the patient treated?",
+        "Waler 2020: which supportive measures replaced anticoagulant drugs?",
+    ],
+)
+def test_question_about_what_a_source_did_does_not_ask_for_management(
+    question: str, lexicon: Lexicon
+) -> None:
+    assert not resolve_findings(question, lexicon).asks_management
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "Should I anticoagulate?",
+        "How is PCE treated?",
+        "Cement emboli seen on CT after kyphoplasty. How should we manage them?",
+    ],
+)
+def test_question_about_this_patient_still_asks_for_management(
+    question: str, lexicon: Lexicon
+) -> None:
+    assert resolve_findings(question, lexicon).asks_management
