@@ -41,6 +41,7 @@ run: install
 	$(BIN)/pce-assistant serve
 
 test: install-dev browser
+	$(BIN)/lint-imports
 	$(BIN)/pce-assistant rules check
 	$(BIN)/python -m pytest
 
@@ -50,8 +51,9 @@ bench: install-dev
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: install-dev
-	$(BIN)/ruff check assistant tests app.py
+	$(BIN)/ruff check assistant tests bench app.py
 	$(BIN)/mypy assistant
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -17,23 +17,23 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_core.runnables import Runnable, RunnableConfig
 
+from assistant.answer.compose import Composer
+from assistant.answer.disagreements import Disagreements, load_disagreements
 from assistant.audit import AuditLog, elapsed_ms
-from assistant.compose import Composer
-from assistant.corpus import Corpus, load_corpus, make_retriever
-from assistant.disagreements import Disagreements, load_disagreements
-from assistant.embeddings import Embedder, embedder_from_settings
+from assistant.clinical.findings import extract_findings, resolve_findings
+from assistant.clinical.lexicon import Lexicon, load_lexicon
+from assistant.clinical.rules import RuleTable, load_rules
+from assistant.clinical.scope import ScopeGuard, load_scope_terms
 from assistant.errors import IndexUnavailableError, InputError
-from assistant.findings import extract_findings, resolve_findings
-from assistant.index import VectorIndex, ensure_index
-from assistant.lexicon import Lexicon, load_lexicon
-from assistant.retrieval import BM25Retriever, Retriever
-from assistant.rules import RuleTable, load_rules
-from assistant.scope import ScopeGuard, load_scope_terms
+from assistant.knowledge.corpus import Corpus, load_corpus
+from assistant.retrieval.embeddings import Embedder, embedder_from_settings
+from assistant.retrieval.index import VectorIndex, ensure_index
+from assistant.retrieval.retrievers import BM25Retriever, Retriever, make_retriever
 from assistant.settings import Settings
 from assistant.types import Answer, Findings, Passage, Recommendation, Versions
 
 if TYPE_CHECKING:
-    from assistant.rephrase import Rephraser
+    from assistant.answer.rephrase import Rephraser
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ class Assistant(Runnable[Any, Answer]):
         settings = settings or Settings()
         rephraser = None
         if settings.llm:  # imported only when PCE_LLM asks for one; fails before the heavy work
-            from assistant.rephrase import Rephraser, model_from_settings
+            from assistant.answer.rephrase import Rephraser, model_from_settings
 
             rephraser = Rephraser(
                 model_from_settings(settings.llm), settings.knowledge_dir / "tier_actions.yaml"

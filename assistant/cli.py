@@ -40,10 +40,10 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from assistant.corpus import load_corpus
-    from assistant.embeddings import embedder_from_settings
-    from assistant.index import ensure_index
-    from assistant.userdocs import add_user_documents
+    from assistant.knowledge.corpus import load_corpus
+    from assistant.knowledge.userdocs import add_user_documents
+    from assistant.retrieval.embeddings import embedder_from_settings
+    from assistant.retrieval.index import ensure_index
 
     settings = _settings(args)
     if args.add:
@@ -74,8 +74,8 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_rules_check(args: argparse.Namespace) -> int:
-    from assistant.knowledge import load_knowledge
-    from assistant.rules import check_rules
+    from assistant.clinical.rules import check_rules
+    from assistant.knowledge.sources import load_knowledge
 
     settings = _settings(args)
     path = Path(args.path) if args.path else settings.knowledge_dir / "rules.yaml"
@@ -187,7 +187,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from assistant.server import build_app
+    from assistant.web.server import build_app
 
     settings = _settings(args)
     host = args.host or settings.host
@@ -213,9 +213,34 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from assistant.evaluation import run_cli
+    from assistant.evals.cases import QUESTIONS_DIR, load_cases
+    from assistant.evals.report import format_summary, write_ragas, write_report
+    from assistant.evals.runner import MODES, gate_failures, gate_mode, run_eval
 
-    return run_cli(args, _settings(args))
+    if args.gate and args.split == "dev":
+        print("error: --gate judges the test split; use --split test or all", file=sys.stderr)
+        return 2
+    modes = MODES if args.retriever == "all" else (args.retriever,)
+    cases = load_cases(Path(args.questions or QUESTIONS_DIR), args.sets, args.split)
+    if not cases:
+        print(f"error: no cases in split {args.split!r}", file=sys.stderr)
+        return 2
+    run = run_eval(_settings(args), cases, modes, progress=True, split=args.split)
+    out = Path(args.out)
+    written = write_report(run, out)
+    if args.ragas:
+        written += write_ragas(run, out)
+    print(format_summary(run))
+    print("\nWrote " + ", ".join(str(p) for p in written))
+    if not args.gate:
+        return 0
+    failures = gate_failures(run)
+    if failures:
+        print(f"\nGATE FAILED ({gate_mode(run)}, test split):", file=sys.stderr)
+        print("\n".join(failures), file=sys.stderr)
+        return 1
+    print(f"\nGate passed ({gate_mode(run)}, test split).")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -278,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="retrieval mode(s) to compare (default: all three side by side)",
     )
     p.add_argument("--split", choices=["dev", "test", "all"], default="all")
+    p.add_argument(
+        "--questions", metavar="DIR", help="question-set directory (default: evals/questions)"
+    )
     p.add_argument("--out", default="evals/reports", help="report directory")
     p.add_argument("--ragas", action="store_true", help="also export runs in RAGAS columns")
     p.add_argument(

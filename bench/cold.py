@@ -50,9 +50,9 @@ print(json.dumps({{
 BUILD_CODE = """
 import json, time
 t0 = time.perf_counter()
-from assistant.corpus import load_corpus
-from assistant.embeddings import embedder_from_settings
-from assistant.index import ensure_index
+from assistant.knowledge.corpus import load_corpus
+from assistant.retrieval.embeddings import embedder_from_settings
+from assistant.retrieval.index import ensure_index
 from assistant.settings import Settings
 s = Settings()
 corpus = load_corpus(s)

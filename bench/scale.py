@@ -109,7 +109,7 @@ def _fill(client: Any, name: str, passages: Sequence[Any], vectors: Any) -> tupl
 def _query_stats(
     index: Any, bm25: Any, texts: list[str], embedder: SyntheticEmbedder, passages: Sequence[Any]
 ) -> dict[str, Any]:
-    from assistant.retrieval import DenseRetriever, HybridRetriever
+    from assistant.retrieval.retrievers import DenseRetriever, HybridRetriever
 
     dense = DenseRetriever(index, embedder, passages)
     hybrid = HybridRetriever([dense, bm25], rrf_k=60, candidates=CANDIDATES)
@@ -128,8 +128,8 @@ def child(n: int, queries: int, server: bool, seed: int = 7) -> dict[str, Any]:
     import chromadb
     from chromadb.config import Settings as ChromaSettings
 
-    from assistant.index import VectorIndex
-    from assistant.retrieval import BM25Retriever
+    from assistant.retrieval.index import VectorIndex
+    from assistant.retrieval.retrievers import BM25Retriever
 
     result: dict[str, Any] = {"passages": n, "queries": queries}
     start = time.perf_counter()
@@ -180,7 +180,7 @@ def _server_run(
     import chromadb
     from chromadb.config import Settings as ChromaSettings
 
-    from assistant.index import VectorIndex
+    from assistant.retrieval.index import VectorIndex
 
     port = free_port()
     path.mkdir(parents=True)

@@ -33,13 +33,13 @@ for _name in [n for n in os.environ if n.startswith("PCE_")]:
 
 from servers import free_port  # noqa: E402
 
-from assistant.corpus import Corpus, load_corpus  # noqa: E402
-from assistant.embeddings import (  # noqa: E402
+from assistant.knowledge.corpus import Corpus, load_corpus  # noqa: E402
+from assistant.retrieval.embeddings import (  # noqa: E402
     HashEmbedder,
     SentenceTransformerEmbedder,
     bundled_model_dir,
 )
-from assistant.index import VectorIndex, ensure_index  # noqa: E402
+from assistant.retrieval.index import VectorIndex, ensure_index  # noqa: E402
 from assistant.settings import REPO_ROOT, Settings  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -15,9 +15,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from assistant import Assistant, Settings
-from assistant.api import MAX_BODY_BYTES, create_app
-from assistant.embeddings import HashEmbedder
 from assistant.errors import IndexUnavailableError
+from assistant.retrieval.embeddings import HashEmbedder
+from assistant.web.api import MAX_BODY_BYTES, create_app
 
 ASK = "/api/v1/ask"
 QUESTION = "Asymptomatic peripheral cement emboli after kyphoplasty: anticoagulate?"

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from assistant import Answer, Assistant, AssistantError, InputError, Settings
-from assistant.embeddings import HashEmbedder
+from assistant.retrieval.embeddings import HashEmbedder
 from assistant.types import ESCALATIONS, TIERS
 
 MARKER_RE = re.compile(r"\[(\d+)\]")

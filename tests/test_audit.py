@@ -16,7 +16,7 @@ import pytest
 
 from assistant import Assistant, Settings
 from assistant.audit import COLUMNS, AuditLog
-from assistant.embeddings import HashEmbedder
+from assistant.retrieval.embeddings import HashEmbedder
 
 QUESTION = "Asymptomatic peripheral cement emboli after kyphoplasty: anticoagulate?"
 

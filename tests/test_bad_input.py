@@ -20,8 +20,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from assistant import Answer, Assistant, InputError, Settings
-from assistant.api import MAX_BODY_BYTES, create_app
-from assistant.embeddings import HashEmbedder
+from assistant.retrieval.embeddings import HashEmbedder
+from assistant.web.api import MAX_BODY_BYTES, create_app
 
 ASK = "/api/v1/ask"
 QUESTION = "Asymptomatic peripheral cement emboli after kyphoplasty: anticoagulate?"
@@ -120,7 +120,7 @@ def client(assistant: Assistant) -> Iterator[TestClient]:
 
 @pytest.fixture(scope="module")
 def chat(assistant: Assistant) -> Any:
-    ui = pytest.importorskip("assistant.ui", reason="the chat UI module is not there yet")
+    ui = pytest.importorskip("assistant.web.ui", reason="the chat UI module is not there yet")
     return ui.ChatUI(assistant)
 
 
@@ -352,12 +352,12 @@ def test_serve_command_binds_to_loopback_by_default(
 ) -> None:
     import uvicorn
 
-    import assistant.server
+    import assistant.web.server
     from assistant import cli
 
     served: dict[str, Any] = {}
     monkeypatch.setenv("PCE_DATA_DIR", str(tmp_path))
-    monkeypatch.setattr(assistant.server, "build_app", lambda settings: "app")
+    monkeypatch.setattr(assistant.web.server, "build_app", lambda settings: "app")
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: served.update(kwargs, app=app))
     assert cli.main(["serve"]) == 0
     assert served["app"] == "app"

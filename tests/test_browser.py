@@ -19,8 +19,8 @@ from playwright.sync_api import Dialog, Locator, Page, expect, sync_playwright
 from servers import serve_app as serve
 
 from assistant.assistant import Assistant
-from assistant.server import build_app
 from assistant.settings import Settings
+from assistant.web.server import build_app
 
 pytestmark = pytest.mark.integration
 

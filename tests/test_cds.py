@@ -11,9 +11,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from assistant import Assistant, Settings
-from assistant.api import create_app
-from assistant.cds import FINDING_SYSTEM, SERVICE_ID, findings_from_observations, make_card
-from assistant.embeddings import HashEmbedder
+from assistant.retrieval.embeddings import HashEmbedder
+from assistant.web.api import create_app
+from assistant.web.cds import FINDING_SYSTEM, SERVICE_ID, findings_from_observations, make_card
 
 SERVICE = f"/cds-services/{SERVICE_ID}"
 FEEDBACK = f"{SERVICE}/feedback"

@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING
 import pytest
 
 from assistant.cli import main
-from assistant.corpus import load_corpus, make_retriever
-from assistant.embeddings import SentenceTransformerEmbedder
 from assistant.errors import IndexUnavailableError
-from assistant.index import ensure_index
+from assistant.knowledge.corpus import load_corpus
+from assistant.retrieval.embeddings import SentenceTransformerEmbedder
+from assistant.retrieval.index import ensure_index
+from assistant.retrieval.retrievers import make_retriever
 from assistant.settings import Settings
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ import pytest
 from assistant import Answer, Assistant, Settings
 from assistant import cli as cli_module
 from assistant.cli import main
-from assistant.embeddings import HashEmbedder
+from assistant.retrieval.embeddings import HashEmbedder
 
 QUESTION = "Cement emboli in the lungs after kyphoplasty: anticoagulate?"
 

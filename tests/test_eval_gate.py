@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from assistant.evalreport import write_report
-from assistant.evaluation import GATE, MODES, gate_failures, load_cases, run_eval
+from assistant.evals.report import write_report
+from assistant.evals.runner import GATE, MODES, gate_failures, load_cases, run_eval
 
 if TYPE_CHECKING:
     from conftest import RealIndex

@@ -14,28 +14,16 @@ from typing import Any
 import pytest
 import yaml
 
-from assistant import evaluation
-from assistant.embeddings import HashEmbedder
-from assistant.evalcases import (
+from assistant import cli
+from assistant.evals import runner as evaluation
+from assistant.evals.cases import (
     EvalCase,
     QuestionSetError,
     check_relevance,
     load_cases,
     relevant_sources,
 )
-from assistant.evalreport import write_ragas, write_report
-from assistant.evaluation import (
-    MODES,
-    CaseResult,
-    EvalRun,
-    gate_failures,
-    run_cli,
-    run_eval,
-    score_case,
-    summarise,
-)
-from assistant.knowledge import load_knowledge
-from assistant.metrics import (
+from assistant.evals.metrics import (
     confusion_matrix,
     missing_key_facts,
     ndcg_at_k,
@@ -45,6 +33,18 @@ from assistant.metrics import (
     reciprocal_rank,
     retrieved,
 )
+from assistant.evals.report import write_ragas, write_report
+from assistant.evals.runner import (
+    MODES,
+    CaseResult,
+    EvalRun,
+    gate_failures,
+    run_eval,
+    score_case,
+    summarise,
+)
+from assistant.knowledge.sources import load_knowledge
+from assistant.retrieval.embeddings import HashEmbedder
 from assistant.settings import REPO_ROOT, Settings
 from assistant.types import (
     TIERS,
@@ -455,19 +455,20 @@ def test_cli_gate_exits_1_and_prints_the_broken_cases(
     settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setattr("assistant.embeddings.embedder_from_settings",
+    monkeypatch.setattr("assistant.retrieval.embeddings.embedder_from_settings",
                         lambda *a, **k: HashEmbedder())
+    monkeypatch.setattr(cli, "_settings", lambda args: settings)
     questions = tmp_path / "questions"
     write_set(questions, "tiny", case(id="ok"),
               case(id="wrong", question="Symptomatic central cement embolus: plan?"))
     args = argparse.Namespace(sets=None, retriever="hybrid", split="all",
                               out=str(tmp_path / "out"), ragas=True, gate=True,
                               questions=str(questions))
-    assert run_cli(args, settings) == 1
+    assert cli.cmd_eval(args) == 1
     err = capsys.readouterr().err
     assert "GATE FAILED" in err
     assert "wrong: tier: expected surveillance, got surgical_embolectomy" in err
     assert (tmp_path / "out" / "latest.md").is_file()
     assert (tmp_path / "out" / "ragas-hybrid.jsonl").is_file()
     args.gate, args.split = True, "dev"
-    assert run_cli(args, settings) == 2
+    assert cli.cmd_eval(args) == 2

@@ -22,15 +22,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from assistant import Answer, Assistant, Settings
-from assistant.api import create_app
 from assistant.audit import AuditLog
 from assistant.cli import main
-from assistant.embeddings import (
-    WEIGHTS_FILE,
-    HashEmbedder,
-    bundled_model_dir,
-    sha256_of,
-)
 from assistant.errors import (
     IndexError_,
     IndexUnavailableError,
@@ -38,8 +31,15 @@ from assistant.errors import (
     ModelError,
     RulesError,
 )
-from assistant.index import open_client
+from assistant.retrieval.embeddings import (
+    WEIGHTS_FILE,
+    HashEmbedder,
+    bundled_model_dir,
+    sha256_of,
+)
+from assistant.retrieval.index import open_client
 from assistant.settings import DEFAULT_MODEL_SHA256, REPO_ROOT
+from assistant.web.api import create_app
 
 if TYPE_CHECKING:
     from conftest import ChromaServer

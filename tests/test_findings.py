@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
+from assistant.clinical.findings import extract_findings, resolve_findings
+from assistant.clinical.lexicon import DEFAULT_LEXICON_PATH, Lexicon, load_lexicon
 from assistant.errors import InputError, RulesError
-from assistant.findings import extract_findings, resolve_findings
-from assistant.lexicon import DEFAULT_LEXICON_PATH, Lexicon, load_lexicon
 from assistant.types import Findings
 
 VIGNETTES_PATH = Path(__file__).parent / "fixtures" / "vignettes.yaml"

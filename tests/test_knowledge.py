@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from assistant.errors import KnowledgeError
-from assistant.knowledge import DOI_RE, PMID_RE, load_knowledge
+from assistant.knowledge.sources import DOI_RE, PMID_RE, load_knowledge
 from assistant.settings import REPO_ROOT
 
 KNOWLEDGE = REPO_ROOT / "knowledge"

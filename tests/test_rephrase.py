@@ -18,9 +18,9 @@ from langchain_core.language_models.fake_chat_models import (
 from langchain_core.messages import AIMessage
 
 from assistant import Answer, Assistant, Settings
-from assistant.embeddings import HashEmbedder
+from assistant.answer.rephrase import Rephraser, load_tier_actions, markers, model_from_settings
 from assistant.errors import ConfigurationError, RulesError
-from assistant.rephrase import Rephraser, load_tier_actions, markers, model_from_settings
+from assistant.retrieval.embeddings import HashEmbedder
 from assistant.settings import REPO_ROOT
 
 QUESTION = "Asymptomatic peripheral cement emboli after kyphoplasty: anticoagulate?"
@@ -315,13 +315,13 @@ def test_pce_llm_unset_imports_no_llm_package(tmp_path: Path) -> None:
     script = (
         "import sys\n"
         "from assistant import Assistant, Settings\n"
-        "from assistant.embeddings import HashEmbedder\n"
+        "from assistant.retrieval.embeddings import HashEmbedder\n"
         f"a = Assistant.from_settings(Settings(data_dir={str(tmp_path)!r}), "
         "embedder=HashEmbedder(), audit=False, retriever='bm25', build_index=False)\n"
         "assert a.rephraser is None\n"
         "a.ask('Asymptomatic peripheral cement emboli: anticoagulate?')\n"
-        "loaded = [m for m in ('assistant.rephrase', 'langchain_ollama', 'langchain_openai', "
-        "'ollama', 'openai') if m in sys.modules]\n"
+        "loaded = [m for m in ('assistant.answer.rephrase', 'langchain_ollama', "
+        "'langchain_openai', 'ollama', 'openai') if m in sys.modules]\n"
         "print('loaded:', loaded)\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("PCE_")}

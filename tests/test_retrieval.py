@@ -9,23 +9,28 @@ from pathlib import Path
 
 import pytest
 
-from assistant.corpus import Corpus, load_corpus, make_retriever
-from assistant.embeddings import (
-    WEIGHTS_FILE,
-    HashEmbedder,
-    SentenceTransformerEmbedder,
-    sha256_of,
-    verify_weights,
-)
 from assistant.errors import (
     ConfigurationError,
     IndexError_,
     IndexUnavailableError,
     ModelError,
 )
-from assistant.index import IndexReport, VectorIndex, ensure_index, open_client
-from assistant.passages import passages_from_sources
-from assistant.retrieval import BM25Retriever, DenseRetriever, HybridRetriever
+from assistant.knowledge.corpus import Corpus, load_corpus
+from assistant.knowledge.passages import passages_from_sources
+from assistant.retrieval.embeddings import (
+    WEIGHTS_FILE,
+    HashEmbedder,
+    SentenceTransformerEmbedder,
+    sha256_of,
+    verify_weights,
+)
+from assistant.retrieval.index import IndexReport, VectorIndex, ensure_index, open_client
+from assistant.retrieval.retrievers import (
+    BM25Retriever,
+    DenseRetriever,
+    HybridRetriever,
+    make_retriever,
+)
 from assistant.settings import DEFAULT_MODEL_SHA256, Settings
 from assistant.types import Passage
 

@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from assistant.corpus import make_retriever
-from assistant.retrieval import Retriever
+from assistant.retrieval.retrievers import Retriever, make_retriever
 
 if TYPE_CHECKING:
     from conftest import RealIndex

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from assistant.clinical.rules import Overlay, Rule, RuleTable, check_rules, load_rules
 from assistant.errors import AssistantError, RulesError
-from assistant.rules import Overlay, Rule, RuleTable, check_rules, load_rules
 from assistant.types import TIERS, Conflict, Evidence, Findings, Section, Source
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,7 +68,7 @@ def _sources_from_ids(section_ids: tuple[str, ...]) -> dict[str, Source]:
 def knowledge() -> dict[str, Source]:
     """The real knowledge base when its loader exists, else stand-ins for the citable sections."""
     try:
-        from assistant.knowledge import load_knowledge
+        from assistant.knowledge.sources import load_knowledge
     except ImportError:  # pragma: no cover - only while the knowledge module is being written
         return _sources_from_ids(CITABLE)
     return load_knowledge(ROOT / "knowledge").sources

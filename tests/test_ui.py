@@ -17,12 +17,12 @@ from fastapi.testclient import TestClient
 from gradio_client import Client
 from servers import serve_app as serve
 
-from assistant import ui
-from assistant.api import create_app
 from assistant.assistant import DISCLAIMER, Assistant
-from assistant.embeddings import HashEmbedder
-from assistant.server import build_app
+from assistant.retrieval.embeddings import HashEmbedder
 from assistant.settings import Settings
+from assistant.web import ui
+from assistant.web.api import create_app
+from assistant.web.server import build_app
 
 UNSET = ("unknown", "unknown", "unknown", "unknown")
 SURVEILLANCE_VIGNETTE = ui.VIGNETTES[0]  # no symptoms, segmental branches

@@ -9,17 +9,18 @@ from pypdf import PdfWriter
 from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
 
 from assistant.cli import main
-from assistant.corpus import load_corpus, make_retriever
-from assistant.embeddings import SentenceTransformerEmbedder
 from assistant.errors import InputError
-from assistant.index import ensure_index
-from assistant.settings import REPO_ROOT, Settings
-from assistant.userdocs import (
+from assistant.knowledge.corpus import load_corpus
+from assistant.knowledge.userdocs import (
     add_user_documents,
     load_user_document,
     load_user_sources,
     user_document_paths,
 )
+from assistant.retrieval.embeddings import SentenceTransformerEmbedder
+from assistant.retrieval.index import ensure_index
+from assistant.retrieval.retrievers import make_retriever
+from assistant.settings import REPO_ROOT, Settings
 
 SEEDS_DIR = REPO_ROOT.parent / "shared" / "seeds"
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import itertools
-import re
 import string
 import typing
 from collections.abc import Mapping, Sequence
@@ -22,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from assistant.data import load_yaml
 from assistant.errors import RulesError
 from assistant.types import (
     ESCALATIONS,
@@ -112,21 +112,6 @@ class Overlay(Frozen):
 
 
 # --------------------------------------------------------------------------------------- loading
-class _Loader(yaml.SafeLoader):
-    """YAML 1.1 without yes/no/on/off booleans: 'no' is a table value, not False."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    key: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool",
-    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-    list("tTfF"),
-)
-
-
 def _suggest(word: str, choices: Sequence[str]) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
@@ -387,8 +372,7 @@ def _read(path: Path, chk: _Check) -> tuple[bytes, Any]:
         chk.add("", f"cannot read the rules table: {exc.strerror or exc}")
         return b"", None
     try:
-        # _Loader is a SafeLoader: no arbitrary objects are constructed.
-        return data, yaml.load(data, Loader=_Loader)
+        return data, load_yaml(data)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

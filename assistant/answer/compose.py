@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from assistant.disagreements import PLACEHOLDER_RE, Topic
+from assistant.answer.disagreements import PLACEHOLDER_RE, Topic
 from assistant.types import Citation, Passage
 
 WORD_RE = re.compile(r"[a-z0-9]+")

@@ -27,7 +27,7 @@ from fastapi import FastAPI
 
 from assistant.assistant import DISCLAIMER, Assistant
 from assistant.errors import AssistantError, InputError
-from assistant.render import (
+from assistant.present.render import (
     LOCATION_CONVENTION_SHORT,
     PANEL_CHOICES,
     PANEL_FIELDS,

@@ -8,8 +8,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from assistant.data import load_yaml
 from assistant.errors import RulesError
-from assistant.knowledge import load_yaml
 
 PLACEHOLDER_RE = re.compile(r"\{([a-z0-9-]+#[a-z0-9-]+)\}")
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
-from assistant.embeddings import Embedder
 from assistant.errors import ConfigurationError, IndexError_, IndexUnavailableError
+from assistant.retrieval.embeddings import Embedder
 from assistant.settings import Settings
 from assistant.types import Passage
 

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from assistant.data import load_yaml
 from assistant.errors import KnowledgeError
 from assistant.types import EvidenceType, Section, Source
 
@@ -24,15 +25,6 @@ DOI_RE = re.compile(r"^10\.\d{4,9}/\S+$")
 PMID_RE = re.compile(r"^\d{1,9}$")
 ID_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 HEADING_RE = re.compile(r"^##\s+(.+?)\s*$", re.MULTILINE)
-
-
-# libyaml's C parser when present: start-up parses every source's front matter.
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def load_yaml(text: str) -> Any:
-    """Safe YAML (no Python objects), with the C parser when the platform has it."""
-    return yaml.load(text, Loader=_YAML_LOADER)
 
 
 def slugify(text: str) -> str:

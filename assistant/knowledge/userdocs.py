@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from assistant.errors import InputError
-from assistant.knowledge import HEADING_RE, slugify
+from assistant.knowledge.sources import HEADING_RE, slugify
 from assistant.types import Section, Source
 
 SUPPORTED = (".txt", ".md", ".pdf")

@@ -14,8 +14,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from assistant.data import load_yaml
 from assistant.errors import RulesError
-from assistant.knowledge import load_yaml
 
 
 class ScopeTerms(BaseModel):

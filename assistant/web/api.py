@@ -20,9 +20,9 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from assistant import cds
 from assistant.assistant import Assistant
 from assistant.errors import AssistantError, ConfigurationError, IndexUnavailableError, InputError
+from assistant.web import cds
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 256 * 1024

@@ -6,8 +6,11 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
-from assistant.embeddings import Embedder
-from assistant.index import VectorIndex
+from assistant.errors import ConfigurationError
+from assistant.knowledge.corpus import Corpus
+from assistant.retrieval.embeddings import Embedder
+from assistant.retrieval.index import VectorIndex
+from assistant.settings import Settings
 from assistant.types import Passage
 
 
@@ -106,3 +109,29 @@ class HybridRetriever:
             )
             for pid in order
         ]
+
+
+def make_retriever(
+    mode: str,
+    settings: Settings,
+    corpus: Corpus,
+    index: VectorIndex | None,
+    embedder: Embedder,
+    bm25: BM25Retriever | None = None,
+) -> Retriever:
+    if mode not in ("hybrid", "dense", "bm25"):
+        raise ConfigurationError(f"unknown retriever mode '{mode}'; use hybrid, dense or bm25")
+    bm25 = bm25 if bm25 is not None else BM25Retriever(corpus.passages)
+    if mode == "bm25":
+        return bm25
+    if index is None:
+        raise ConfigurationError("dense and hybrid retrieval need the vector index")
+    dense = DenseRetriever(index, embedder, corpus.passages)
+    if mode == "dense":
+        return dense
+    return HybridRetriever(
+        [dense, bm25],
+        rrf_k=settings.rrf_k,
+        candidates=settings.candidates,
+        weights={"dense": settings.dense_weight},
+    )

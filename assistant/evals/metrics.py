@@ -7,7 +7,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
-from assistant.evalcases import LABELS
+from assistant.evals.cases import LABELS
 from assistant.types import Answer, Passage
 
 MARKER_RE = re.compile(r"\[(\d+)\]")

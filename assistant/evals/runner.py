@@ -10,25 +10,21 @@ retrieval ranking is the retrieved prefix of ``Answer.passages`` by first occurr
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from assistant.errors import AssistantError
-from assistant.evalcases import (
+from assistant.evals.cases import (
     NONE,
-    QUESTIONS_DIR,
     EvalCase,
     check_relevance,
-    load_cases,
     relevant_sources,
 )
-from assistant.metrics import (
+from assistant.evals.metrics import (
     citation_problems,
     confusion_matrix,
     missing_key_facts,
@@ -299,7 +295,7 @@ def run_eval(
     from tqdm import tqdm
 
     from assistant.assistant import Assistant
-    from assistant.embeddings import embedder_from_settings
+    from assistant.retrieval.embeddings import embedder_from_settings
 
     embedder = embedder or embedder_from_settings(
         settings.embedding_model_dir, settings.embedding_sha256, settings.embedding_model_name
@@ -385,36 +381,3 @@ def gate_failures(run: EvalRun) -> list[str]:
             if kind in r.failures and broke(r)
         ]
     return lines
-
-
-# --- CLI -----------------------------------------------------------------------------------------
-
-
-def run_cli(args: argparse.Namespace, settings: Settings) -> int:
-    from assistant.evalreport import format_summary, write_ragas, write_report
-
-    if args.gate and args.split == "dev":
-        print("error: --gate judges the test split; use --split test or all", file=sys.stderr)
-        return 2
-    modes = MODES if args.retriever == "all" else (args.retriever,)
-    questions = Path(getattr(args, "questions", None) or QUESTIONS_DIR)
-    cases = load_cases(questions, args.sets, args.split)
-    if not cases:
-        print(f"error: no cases in split {args.split!r}", file=sys.stderr)
-        return 2
-    run = run_eval(settings, cases, modes, progress=True, split=args.split)
-    out = Path(args.out)
-    written = write_report(run, out)
-    if args.ragas:
-        written += write_ragas(run, out)
-    print(format_summary(run))
-    print("\nWrote " + ", ".join(str(p) for p in written))
-    if not args.gate:
-        return 0
-    failures = gate_failures(run)
-    if failures:
-        print(f"\nGATE FAILED ({gate_mode(run)}, test split):", file=sys.stderr)
-        print("\n".join(failures), file=sys.stderr)
-        return 1
-    print(f"\nGate passed ({gate_mode(run)}, test split).")
-    return 0

@@ -16,8 +16,8 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from assistant.data import load_yaml
 from assistant.errors import RulesError
-from assistant.knowledge import load_yaml
 from assistant.settings import REPO_ROOT
 
 __all__ = ["DEFAULT_LEXICON_PATH", "Lexicon", "NumericRule", "load_lexicon"]

@@ -5,15 +5,11 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from assistant.embeddings import Embedder
-from assistant.errors import ConfigurationError
-from assistant.index import VectorIndex
-from assistant.knowledge import KnowledgeBase, content_fingerprint, load_knowledge
-from assistant.passages import passages_from_sources
-from assistant.retrieval import BM25Retriever, DenseRetriever, HybridRetriever, Retriever
+from assistant.knowledge.passages import passages_from_sources
+from assistant.knowledge.sources import KnowledgeBase, content_fingerprint, load_knowledge
+from assistant.knowledge.userdocs import load_user_sources, user_dir, user_document_paths
 from assistant.settings import Settings
 from assistant.types import Passage, Source
-from assistant.userdocs import load_user_sources, user_dir, user_document_paths
 
 
 @dataclass(frozen=True)
@@ -45,29 +41,3 @@ def load_corpus(settings: Settings) -> Corpus:
         else knowledge.fingerprint
     )
     return Corpus(knowledge, user_sources, passages, fingerprint)
-
-
-def make_retriever(
-    mode: str,
-    settings: Settings,
-    corpus: Corpus,
-    index: VectorIndex | None,
-    embedder: Embedder,
-    bm25: BM25Retriever | None = None,
-) -> Retriever:
-    if mode not in ("hybrid", "dense", "bm25"):
-        raise ConfigurationError(f"unknown retriever mode '{mode}'; use hybrid, dense or bm25")
-    bm25 = bm25 if bm25 is not None else BM25Retriever(corpus.passages)
-    if mode == "bm25":
-        return bm25
-    if index is None:
-        raise ConfigurationError("dense and hybrid retrieval need the vector index")
-    dense = DenseRetriever(index, embedder, corpus.passages)
-    if mode == "dense":
-        return dense
-    return HybridRetriever(
-        [dense, bm25],
-        rrf_k=settings.rrf_k,
-        candidates=settings.candidates,
-        weights={"dense": settings.dense_weight},
-    )

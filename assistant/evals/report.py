@@ -10,8 +10,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from assistant.evalcases import LABELS
-from assistant.evaluation import GATE, KS, EvalRun, Metrics, gate_failures, gate_mode
+from assistant.evals.cases import LABELS
+from assistant.evals.runner import GATE, KS, EvalRun, Metrics, gate_failures, gate_mode
 
 ROWS: tuple[tuple[str, str], ...] = (
     ("tier_accuracy", "Tier accuracy (all cases)"),

@@ -7,9 +7,9 @@ import os
 
 from fastapi import FastAPI
 
-from assistant.api import create_app
 from assistant.assistant import Assistant
 from assistant.settings import Settings
+from assistant.web.api import create_app
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +20,6 @@ def build_app(settings: Settings | None = None, assistant: Assistant | None = No
     assistant = assistant or Assistant.from_settings(settings)
     assistant.warm_up()
     app = create_app(assistant)
-    from assistant.ui import mount_ui
+    from assistant.web.ui import mount_ui
 
     return mount_ui(app, assistant)

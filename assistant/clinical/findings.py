@@ -22,8 +22,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, cast
 
+from assistant.clinical.lexicon import Lexicon
 from assistant.errors import InputError
-from assistant.lexicon import Lexicon
 from assistant.types import Conflict, Evidence, FindingName, Findings, Origin
 
 __all__ = ["extract_findings", "resolve_findings"]

@@ -1,0 +1,1 @@
+"""Composing the cited narrative: claims to sentences, disagreements, optional re-phrasing."""

@@ -1,0 +1,1 @@
+"""The evaluation: question-set cases, metrics, the runner and its report."""

@@ -1,0 +1,1 @@
+"""Curated sources and their claims, user documents, and the corpus that is indexed."""

@@ -1,0 +1,1 @@
+"""One presentation layer: every face renders the same view of an answer."""

@@ -1,0 +1,1 @@
+"""Embeddings, the vector index and the retrievers behind one protocol."""
