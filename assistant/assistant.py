@@ -30,7 +30,14 @@ from assistant.retrieval.embeddings import Embedder, embedder_from_settings
 from assistant.retrieval.index import VectorIndex, ensure_index
 from assistant.retrieval.retrievers import BM25Retriever, Retriever, make_retriever
 from assistant.settings import Settings
-from assistant.types import Answer, Findings, Passage, Recommendation, Versions
+from assistant.types import (
+    Answer,
+    ExplicitFindings,
+    Findings,
+    Passage,
+    Recommendation,
+    Versions,
+)
 
 if TYPE_CHECKING:
     from assistant.answer.rephrase import Rephraser
@@ -170,6 +177,7 @@ class Assistant(Runnable[Any, Answer]):
             model=f"{components.embedder.name} ({self.settings.embedding_sha256[:12]})",
             index=components.index_name,
             llm=self.settings.llm or "",
+            settings=self.settings.fingerprint(),
         )
 
     # -- construction ------------------------------------------------------------------------
@@ -266,15 +274,20 @@ class Assistant(Runnable[Any, Answer]):
         return self.c.rules.recommend(findings)
 
     def recommend_from(
-        self, explicit: Mapping[str, Any], *, user: str | None = None, surface: str = "python"
+        self,
+        explicit: ExplicitFindings | Mapping[str, Any],
+        *,
+        user: str | None = None,
+        surface: str = "python",
     ) -> tuple[Findings, Recommendation, str]:
         """Structured findings only (forms, EHRs): the tier without retrieval or free text."""
         start = time.perf_counter()
-        if not isinstance(explicit, Mapping) or not explicit:
+        stated = ExplicitFindings.parse(explicit)
+        if stated.is_empty():
             raise InputError(
                 "findings is empty; give at least symptomatic and location", field="findings"
             )
-        findings = resolve_findings("", self.c.lexicon, explicit=explicit)
+        findings = resolve_findings("", self.c.lexicon, explicit=stated)
         rec = self.c.rules.recommend(findings)
         event_id = uuid.uuid4().hex
         if self.audit is not None:
@@ -312,7 +325,7 @@ class Assistant(Runnable[Any, Answer]):
     def ask(
         self,
         question: str,
-        findings: Mapping[str, Any] | None = None,
+        findings: ExplicitFindings | Mapping[str, Any] | None = None,
         history: Sequence[Any] | None = None,
         *,
         user: str | None = None,
@@ -322,9 +335,8 @@ class Assistant(Runnable[Any, Answer]):
         s = self.settings
         text = validate_question(question, s.max_question_chars)
         turns = history_user_turns(history, s.max_history_turns, s.max_question_chars)
-        if findings is not None and not isinstance(findings, Mapping):
-            raise InputError("findings must be an object of finding -> value", field="findings")
-        resolved = resolve_findings(text, self.c.lexicon, explicit=findings, history=turns)
+        explicit = ExplicitFindings.parse(findings)
+        resolved = resolve_findings(text, self.c.lexicon, explicit=explicit, history=turns)
         passages, notes = self._retrieve(text)
         history_in_scope = any(self.c.scope.names_domain(t) for t in turns)
         # Read this turn's own findings again only when the scope guard can use them (a

@@ -7,9 +7,20 @@ evaluation read ``model_dump()`` of these objects and never parse prose.
 from __future__ import annotations
 
 import uuid
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
+
+from assistant.errors import InputError
 
 Tier = Literal["surveillance", "anticoagulation", "surgical_embolectomy", "needs_information"]
 TIERS: tuple[Tier, ...] = (
@@ -33,6 +44,145 @@ Origin = Literal["text", "explicit", "history"]
 
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --- what a clinician, a form, an API client or an EHR sends -------------------------------------
+
+_YES = frozenset({"yes", "true"})
+_NO = frozenset({"no", "false"})
+_UNKNOWN = frozenset({"unknown", ""})
+
+
+def _yes_no(raw: object) -> bool | None:
+    if raw is None or isinstance(raw, bool):
+        return raw
+    word = raw.strip().lower() if isinstance(raw, str) else None
+    if word in _YES:
+        return True
+    if word in _NO:
+        return False
+    if word in _UNKNOWN:
+        return None
+    raise ValueError(f"must be one of: yes, no, unknown (or true, false, null) (got {raw!r})")
+
+
+def _location(raw: object) -> str | None:
+    if raw is None:
+        return None
+    word = raw.strip().lower() if isinstance(raw, str) else None
+    if word in _UNKNOWN:
+        return None
+    if word in ("central", "peripheral"):
+        return word
+    raise ValueError(f"must be one of: central, peripheral, unknown (got {raw!r})")
+
+
+def _procedure(raw: object) -> str | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise ValueError(
+            f"must be text such as 'vertebroplasty' or 'kyphoplasty', or null (got {raw!r})"
+        )
+    text = raw.strip()
+    return None if text.lower() in _UNKNOWN else text
+
+
+YesNo = Annotated[
+    bool | None,
+    BeforeValidator(_yes_no),
+    WithJsonSchema(
+        {"anyOf": [{"type": "boolean"}, {"enum": ["yes", "no", "unknown"]}, {"type": "null"}]}
+    ),
+]
+LocationInput = Annotated[
+    Location | None,
+    BeforeValidator(_location),
+    WithJsonSchema({"anyOf": [{"enum": ["central", "peripheral", "unknown"]}, {"type": "null"}]}),
+]
+ProcedureInput = Annotated[
+    str | None,
+    BeforeValidator(_procedure),
+    WithJsonSchema({"anyOf": [{"type": "string", "maxLength": 200}, {"type": "null"}]}),
+]
+
+
+class ExplicitFindings(Frozen):
+    """Findings stated as data (the UI's panel, the API, the CLI flags, an EHR, an eval case).
+
+    They win over what the text says. ``unknown`` (or null) leaves a finding to the text. Every
+    face validates findings with this one model.
+    """
+
+    symptomatic: YesNo = Field(default=None, description="Symptoms attributed to the emboli.")
+    location: LocationInput = Field(
+        default=None, description="Most proximal emboli: 'central' or 'peripheral'."
+    )
+    hemodynamic_instability: YesNo = None
+    intracardiac_cement: YesNo = Field(default=None, description="Cement in the right heart.")
+    procedure: ProcedureInput = Field(
+        default=None, description="'vertebroplasty', 'kyphoplasty' or as written."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_names(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            for key in data:
+                if key not in cls.model_fields:
+                    names = ", ".join(sorted(cls.model_fields))
+                    raise ValueError(f"findings.{key} is not a known finding; use one of: {names}")
+        return data
+
+    def stated(self) -> dict[str, Any]:
+        """Only the findings that say something (not None)."""
+        return self.model_dump(exclude_none=True)
+
+    def is_empty(self) -> bool:
+        return not self.stated()
+
+    @classmethod
+    def parse(cls, raw: object) -> ExplicitFindings:
+        """Validate findings from Python callers; a bad value raises ``InputError`` naming it."""
+        if isinstance(raw, ExplicitFindings):
+            return raw
+        if raw is None:
+            return cls()
+        if not isinstance(raw, Mapping):
+            raise InputError(
+                "findings must be a mapping of finding name to value, e.g. {'symptomatic': 'no'}",
+                field="findings",
+            )
+        try:
+            return cls.model_validate(dict(raw))
+        except ValidationError as exc:
+            raise input_error(exc, prefix="findings") from exc
+
+
+def input_error(exc: ValidationError, prefix: str = "") -> InputError:
+    """One InputError naming the first invalid field ('findings.symptomatic must be one of...')."""
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"]]
+    message = str(err["msg"]).removeprefix("Value error, ")
+    if message.startswith(f"{prefix}."):  # the message names the field itself
+        return InputError(message, field=message.split()[0].split(".", 1)[-1])
+    name = ".".join([prefix, *loc] if prefix else loc)
+    return InputError(f"{name} {message}", field=loc[-1] if loc else prefix or "input")
+
+
+class AskRequest(BaseModel):
+    """A question as every face sends it: text, optional findings as data, earlier messages."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(description="The clinician's question, free text.")
+    findings: ExplicitFindings | None = Field(
+        default=None, description="Findings as data; they win over what the text says."
+    )
+    history: list[dict[str, Any] | str] | None = Field(
+        default=None, description="Earlier messages ({role, content}) of this conversation."
+    )
+    user: str | None = Field(default=None, max_length=200, description="Who asks, for the audit.")
 
 
 class Section(Frozen):
@@ -187,6 +337,9 @@ class Versions(Frozen):
     model: str
     index: str = ""
     llm: str = Field(default="", description="The re-phrasing chat model, if PCE_LLM is set.")
+    settings: str = Field(
+        default="", description="Fingerprint of the settings that change answers (top_k...)."
+    )
 
 
 class Answer(Frozen):

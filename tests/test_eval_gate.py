@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from assistant.evals.cases import load_cases
 from assistant.evals.report import write_report
-from assistant.evals.runner import GATE, MODES, gate_failures, load_cases, run_eval
+from assistant.evals.runner import GATE, MODES, gate_failures, run_eval
 
 if TYPE_CHECKING:
     from conftest import RealIndex

@@ -24,7 +24,7 @@ from typing import Any, Literal, cast
 
 from assistant.clinical.lexicon import Lexicon
 from assistant.errors import InputError
-from assistant.types import Conflict, Evidence, FindingName, Findings, Origin
+from assistant.types import Conflict, Evidence, ExplicitFindings, FindingName, Findings, Origin
 
 __all__ = ["extract_findings", "resolve_findings"]
 
@@ -359,7 +359,7 @@ def resolve_findings(
     question: str,
     lexicon: Lexicon,
     *,
-    explicit: Mapping[str, object] | None = None,
+    explicit: ExplicitFindings | Mapping[str, object] | None = None,
     history: Sequence[str] = (),
 ) -> Findings:
     """Merge explicit values (win), this question's text, then earlier turns (later wins).
@@ -368,7 +368,8 @@ def resolve_findings(
     statement is an update, not a contradiction; a conflict inside one text stays a conflict unless
     an explicit value settles it.
     """
-    form = _explicit_findings(explicit, lexicon)
+    stated = ExplicitFindings.parse(explicit)
+    form = _explicit_findings(stated, lexicon)
     current = extract_findings(question, lexicon)
     earlier = [
         extract_findings(turn_text, lexicon, origin="history", turn=index)
@@ -397,7 +398,7 @@ def resolve_findings(
         evidence=tuple(evidence),
         conflicts=tuple(conflicts),
         # A form submission asks for a recommendation even when the question text does not.
-        asks_management=current.asks_management or bool(explicit),
+        asks_management=current.asks_management or bool(stated.model_fields_set),
     )
 
 
@@ -459,28 +460,14 @@ def _checked_history(history: Sequence[str]) -> Sequence[str]:
     return history
 
 
-_YES = frozenset({"yes", "true"})
-_NO = frozenset({"no", "false"})
-_UNKNOWN = frozenset({"unknown", ""})
-
-
-def _explicit_findings(explicit: Mapping[str, object] | None, lexicon: Lexicon) -> Findings:
-    """Validate form/API findings. 'unknown' or None leaves the finding to the text."""
-    if explicit is None:
-        return Findings()
-    if not isinstance(explicit, Mapping):
-        raise InputError(
-            "findings must be a mapping of finding name to value, e.g. {'symptomatic': 'no'}",
-            field="findings",
-        )
-    values: dict[str, Any] = {}
-    evidence: list[Evidence] = []
-    for key, raw in explicit.items():
-        value = _explicit_value(key, raw, lexicon)
-        if value is None:
-            continue
+def _explicit_findings(explicit: ExplicitFindings, lexicon: Lexicon) -> Findings:
+    """Findings stated as data; 'unknown' (None) leaves the finding to the text."""
+    values = explicit.stated()
+    if "procedure" in values:
+        values["procedure"] = _canonical_procedure(values["procedure"], lexicon)
+    evidence = []
+    for key, value in values.items():
         shown = ("yes" if value else "no") if isinstance(value, bool) else value
-        values[key] = value
         evidence.append(
             Evidence(
                 finding=cast(FindingName, key),
@@ -492,60 +479,8 @@ def _explicit_findings(explicit: Mapping[str, object] | None, lexicon: Lexicon) 
     return Findings(**values, evidence=tuple(evidence))
 
 
-def _explicit_value(key: object, raw: object, lexicon: Lexicon) -> bool | str | None:
-    if key in BINARY_FINDINGS:
-        return _parse_yes_no(str(key), raw)
-    if key == "location":
-        return _parse_location(raw)
-    if key == "procedure":
-        return _parse_procedure(raw, lexicon)
-    raise InputError(
-        f"findings.{key} is not a known finding; use one of: {', '.join(sorted(FINDINGS))}",
-        field=str(key),
-    )
-
-
-def _parse_yes_no(key: str, raw: object) -> bool | None:
-    if raw is None or isinstance(raw, bool):
-        return raw
-    word = raw.strip().lower() if isinstance(raw, str) else None
-    if word in _YES:
-        return True
-    if word in _NO:
-        return False
-    if word in _UNKNOWN:
-        return None
-    raise InputError(
-        f"findings.{key} must be one of: yes, no, unknown (or true, false, null) (got {raw!r})",
-        field=key,
-    )
-
-
-def _parse_location(raw: object) -> str | None:
-    if raw is None:
-        return None
-    word = raw.strip().lower() if isinstance(raw, str) else None
-    if word in _UNKNOWN:
-        return None
-    if word in ("central", "peripheral"):
-        return word
-    raise InputError(
-        f"findings.location must be one of: central, peripheral, unknown (got {raw!r})",
-        field="location",
-    )
-
-
-def _parse_procedure(raw: object, lexicon: Lexicon) -> str | None:
-    if raw is not None and not isinstance(raw, str):
-        raise InputError(
-            f"findings.procedure must be text such as 'vertebroplasty' or 'kyphoplasty', "
-            f"or null (got {raw!r})",
-            field="procedure",
-        )
-    name = (raw or "").strip()
-    if name.lower() in _UNKNOWN:
-        return None
-    # Normalise abbreviations ('BKP' -> 'kyphoplasty'); keep anything unrecognised as written.
+def _canonical_procedure(name: str, lexicon: Lexicon) -> str:
+    """Normalise abbreviations ('BKP' -> 'kyphoplasty'); keep anything unrecognised as written."""
     for canonical, patterns in lexicon.procedure.terms.items():
         if any(p.fullmatch(name) for p in patterns):
             return canonical

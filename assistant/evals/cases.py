@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from assistant.errors import AssistantError
 from assistant.settings import REPO_ROOT
-from assistant.types import TIERS, EscalationId, Location, Source, Tier
+from assistant.types import TIERS, EscalationId, ExplicitFindings, Source, Tier
 
 QUESTIONS_DIR = REPO_ROOT / "evals" / "questions"
 NONE = "none"  # tier label for "no recommendation" (also what an abstention yields)
@@ -44,20 +44,10 @@ class Turn(_Strict):
     content: str = Field(min_length=1)
 
 
-class CaseFindings(_Strict):
-    """Explicit findings, as a form or the HTTP API would send them (they win over the text)."""
-
-    symptomatic: bool | None = None
-    location: Location | None = None
-    hemodynamic_instability: bool | None = None
-    intracardiac_cement: bool | None = None
-    procedure: str | None = None
-
-
 class EvalCase(_Strict):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", description="Unique across all sets.")
     question: str = Field(min_length=1)
-    findings: CaseFindings | None = None
+    findings: ExplicitFindings | None = None
     history: tuple[Turn, ...] = Field(default=(), description="Earlier turns, oldest first.")
     expected_tier: Tier | None = Field(description="null: no recommendation expected.")
     expected_escalations: tuple[EscalationId, ...] = ()

@@ -329,9 +329,7 @@ def run_eval(
                 try:
                     answer = assistant.ask(
                         case.question,
-                        findings=case.findings.model_dump(exclude_none=True)
-                        if case.findings
-                        else None,
+                        findings=case.findings,
                         history=[t.model_dump() for t in case.history] or None,
                         surface="eval",
                     )

@@ -22,31 +22,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from assistant.assistant import Assistant
 from assistant.errors import AssistantError, ConfigurationError, IndexUnavailableError, InputError
+from assistant.types import AskRequest, ExplicitFindings
 from assistant.web import cds
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 256 * 1024
 
 
-class AskRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    question: str = Field(description="The clinician's question, free text.")
-    findings: dict[str, Any] | None = Field(
-        default=None,
-        description="Structured findings that override the text: symptomatic (bool), location "
-        "('central'|'peripheral'), hemodynamic_instability (bool), intracardiac_cement (bool).",
-    )
-    history: list[dict[str, Any] | str] | None = Field(
-        default=None, description="Earlier messages ({role, content}) of this conversation."
-    )
-    user: str | None = Field(default=None, max_length=200, description="Who asks, for the audit.")
-
-
 class RecommendRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    findings: dict[str, Any] = Field(description="Structured findings only; no free text.")
+    findings: ExplicitFindings = Field(description="Structured findings only; no free text.")
     user: str | None = Field(default=None, max_length=200)
 
 
@@ -57,6 +43,16 @@ class FeedbackRequest(BaseModel):
     rating: Literal["helpful", "not_helpful", "evidence_wrong"]
     comment: str | None = Field(default=None, max_length=4000)
     user: str | None = Field(default=None, max_length=200)
+
+
+def _problem(error: Any) -> str:
+    """'findings.symptomatic must be one of: ...' for our validators, 'field: message' otherwise."""
+    where = ".".join(str(p) for p in error["loc"] if p != "body") or "body"
+    message = str(error["msg"])
+    if error["type"] != "value_error":
+        return f"{where}: {message}"
+    message = message.removeprefix("Value error, ")
+    return message if message.startswith(f"{where}.") else f"{where} {message}"
 
 
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:
@@ -146,10 +142,7 @@ def create_app(assistant: Assistant) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def on_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [
-            f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}"
-            for e in exc.errors()
-        ]
+        problems = [_problem(e) for e in exc.errors()]
         return _error(422, "Invalid request: " + "; ".join(problems), errors=problems)
 
     @app.exception_handler(StarletteHTTPException)
