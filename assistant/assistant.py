@@ -36,6 +36,7 @@ from assistant.types import (
     Findings,
     Passage,
     Recommendation,
+    Source,
     Versions,
 )
 
@@ -164,7 +165,8 @@ class Assistant(Runnable[Any, Answer]):
         audit: AuditLog | None = None,
         rephraser: Rephraser | None = None,
     ) -> None:
-        self.c = components
+        # The wiring, for tests and benchmarks; faces use the accessors below.
+        self.components = components
         self.settings = components.settings
         self.audit = audit
         # Optional LLM re-phrasing of the narrative (PCE_LLM); never sees or sets the tier.
@@ -242,36 +244,52 @@ class Assistant(Runnable[Any, Answer]):
 
     def warm_up(self) -> None:
         """Load the model and touch the index now, so the first clinician does not wait."""
-        self.c.embedder.embed_query("pulmonary cement embolism")
-        if self.c.index is not None:
-            self.c.retriever.retrieve("pulmonary cement embolism", 1)
+        self.components.embedder.embed_query("pulmonary cement embolism")
+        if self.components.index is not None:
+            self.components.retriever.retrieve("pulmonary cement embolism", 1)
+
+    # -- what the faces may read -------------------------------------------------------------
+
+    @property
+    def sources(self) -> Mapping[str, Source]:
+        """Every source answers can cite (curated and user-supplied), by id."""
+        return self.components.corpus.sources
+
+    @property
+    def passage_count(self) -> int:
+        return len(self.components.corpus.passages)
+
+    @property
+    def location_convention(self) -> str:
+        """The rules table's statement of what central and peripheral mean in this tool."""
+        return self.components.rules.location_convention
 
     # -- answering ---------------------------------------------------------------------------
 
     def _retrieve(self, question: str) -> tuple[list[Passage], list[str]]:
         notes: list[str] = []
         try:
-            passages = self.c.retriever.retrieve(question, self.settings.top_k)
+            passages = self.components.retriever.retrieve(question, self.settings.top_k)
         except IndexUnavailableError as exc:
             log.error("dense retrieval unavailable, falling back to keyword search: %s", exc)
             notes.append("The vector index is unreachable; this answer used keyword search only.")
-            passages = self.c.bm25.retrieve(question, self.settings.top_k)
+            passages = self.components.bm25.retrieve(question, self.settings.top_k)
         return passages, notes
 
     def _similarity(self, question: str, passages: Sequence[Passage]) -> float | None:
         dense = [p.scores["dense"] for p in passages if "dense" in p.scores]
         if dense:
             return max(dense)
-        if self.c.index is None:
+        if self.components.index is None:
             return None
         try:  # keyword-only modes still judge scope the same way
-            hits = self.c.index.query(self.c.embedder.embed_query(question), 1)
+            hits = self.components.index.query(self.components.embedder.embed_query(question), 1)
         except IndexUnavailableError:
             return None
         return hits[0][1] if hits else None
 
     def recommend(self, findings: Findings) -> Recommendation:
-        return self.c.rules.recommend(findings)
+        return self.components.rules.recommend(findings)
 
     def recommend_from(
         self,
@@ -287,8 +305,8 @@ class Assistant(Runnable[Any, Answer]):
             raise InputError(
                 "findings is empty; give at least symptomatic and location", field="findings"
             )
-        findings = resolve_findings("", self.c.lexicon, explicit=stated)
-        rec = self.c.rules.recommend(findings)
+        findings = resolve_findings("", self.components.lexicon, explicit=stated)
+        rec = self.components.rules.recommend(findings)
         event_id = uuid.uuid4().hex
         if self.audit is not None:
             self.audit.record(
@@ -336,13 +354,13 @@ class Assistant(Runnable[Any, Answer]):
         text = validate_question(question, s.max_question_chars)
         turns = history_user_turns(history, s.max_history_turns, s.max_question_chars)
         explicit = ExplicitFindings.parse(findings)
-        resolved = resolve_findings(text, self.c.lexicon, explicit=explicit, history=turns)
+        resolved = resolve_findings(text, self.components.lexicon, explicit=explicit, history=turns)
         passages, notes = self._retrieve(text)
-        history_in_scope = any(self.c.scope.names_domain(t) for t in turns)
+        history_in_scope = any(self.components.scope.names_domain(t) for t in turns)
         # Read this turn's own findings again only when the scope guard can use them (a
         # follow-up in an in-scope conversation); resolve_findings has merged them away.
-        said_now = extract_findings(text, self.c.lexicon) if history_in_scope else None
-        decision = self.c.scope.decide(
+        said_now = extract_findings(text, self.components.lexicon) if history_in_scope else None
+        decision = self.components.scope.decide(
             text,
             self._similarity(text, passages),
             history_in_scope=history_in_scope,
@@ -353,7 +371,8 @@ class Assistant(Runnable[Any, Answer]):
             answer = Answer(
                 question=text,
                 in_scope=False,
-                text=f"This question appears to be outside what I cover. {self.c.scope.statement}",
+                text="This question appears to be outside what I cover. "
+                + self.components.scope.statement,
                 findings=resolved,
                 disclaimer=DISCLAIMER,
                 versions=self.versions,
@@ -363,8 +382,8 @@ class Assistant(Runnable[Any, Answer]):
             return self._audited(answer, user, surface)
         recommendation = None
         if resolved.has_clinical_finding() or resolved.asks_management:
-            recommendation = self.c.rules.recommend(resolved)
-        topics = self.c.disagreements.matching(text)
+            recommendation = self.components.rules.recommend(resolved)
+        topics = self.components.disagreements.matching(text)
         # For a management question the passages behind the rule are the evidence to show first.
         pinned = self.composer.passages_by_id(
             [c.passage_id for c in recommendation.citations][:PINNED] if recommendation else []

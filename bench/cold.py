@@ -28,11 +28,11 @@ heavy_at_import = [m for m in {HEAVY!r} if m in sys.modules]
 a = Assistant.from_settings()
 t2 = time.perf_counter()
 heavy_after_factory = [m for m in {HEAVY!r} if m in sys.modules]
-warm_up = a.c.embedder.warm_up
+warm_up = a.components.embedder.warm_up
 model_s = []
 def timed_warm_up():
     s = time.perf_counter(); warm_up(); model_s.append(time.perf_counter() - s)
-a.c.embedder.warm_up = timed_warm_up
+a.components.embedder.warm_up = timed_warm_up
 answer = a.ask({FIRST_QUESTION!r})
 t3 = time.perf_counter()
 answered_at = time.time()

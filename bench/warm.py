@@ -23,7 +23,7 @@ def run(data_dir: Path, rounds: int) -> dict[str, Any]:
     settings = Settings(data_dir=data_dir)
     assistant = Assistant.from_settings(settings)
     assistant.warm_up()
-    embedder, index = assistant.c.embedder, assistant.c.index
+    embedder, index = assistant.components.embedder, assistant.components.index
     assert index is not None
     asked, origin = questions()
     for question in asked[:10]:  # warm every path once (scope, rules, compose, audit)
@@ -56,9 +56,9 @@ def run(data_dir: Path, rounds: int) -> dict[str, Any]:
 
     sample = asked[: min(len(asked), 40)]
     cycle = itertools.cycle(sample)
-    bm25 = summary_ms(time_calls(lambda: assistant.c.bm25.retrieve(next(cycle),
+    bm25 = summary_ms(time_calls(lambda: assistant.components.bm25.retrieve(next(cycle),
                                                                    settings.candidates), 200))
-    hybrid = summary_ms(time_calls(lambda: assistant.c.retriever.retrieve(next(cycle),
+    hybrid = summary_ms(time_calls(lambda: assistant.components.retriever.retrieve(next(cycle),
                                                                           settings.top_k), 80))
     ask = summary_ms(ask_s)
     floor = summary_ms(floor_s)
@@ -96,7 +96,7 @@ def rules_engine(assistant: Any, rounds: int = 250) -> dict[str, Any]:
         Findings(**dict(zip(values, combo, strict=True)))
         for combo in itertools.product(*values.values())
     ]
-    table = assistant.c.rules
+    table = assistant.components.rules
     for findings in cases:  # warm
         table.recommend(findings)
     per_call_us = []

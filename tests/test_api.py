@@ -103,7 +103,7 @@ def test_sources_lists_every_source_with_section_ids(
     assert body["knowledge_version"] == assistant.versions.knowledge
     ids = {s["id"] for s in body["sources"]}
     assert {"krueger-2009", "clinical-pearl-2021"} <= ids
-    assert len(ids) == len(assistant.c.corpus.sources)
+    assert len(ids) == len(assistant.components.corpus.sources)
     krueger = next(s for s in body["sources"] if s["id"] == "krueger-2009")
     assert krueger["doi"] == "10.1007/s00586-009-1073-y"
     assert all(set(x) == {"id", "heading"} for x in krueger["sections"])
@@ -127,7 +127,7 @@ def test_healthz_reports_versions_and_counts(client: TestClient, assistant: Assi
     body = client.get("/healthz").json()
     assert body["status"] == "ok"
     assert body["versions"]["knowledge"] == assistant.versions.knowledge
-    assert body["sources"] == len(assistant.c.corpus.sources)
+    assert body["sources"] == len(assistant.components.corpus.sources)
     assert body["passages"] > body["sources"]
     assert body["audit_failures"] == 0
 
@@ -236,7 +236,7 @@ def test_index_outage_answers_503(
 def secured(assistant: Assistant, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     """The same components behind PCE_API_TOKEN (via Settings), without a second index build."""
     settings = Settings(data_dir=assistant.settings.data_dir, api_token="s3cret-token")
-    guarded = Assistant(dataclasses.replace(assistant.c, settings=settings), assistant.audit)
+    guarded = Assistant(dataclasses.replace(assistant.components, settings=settings), assistant.audit)
     with TestClient(create_app(guarded), raise_server_exceptions=False) as test_client:
         yield test_client
 

@@ -318,7 +318,7 @@ def run_eval(
             )
             assistant.warm_up()  # model load and first query stay out of the latency figures
             assistants[mode], results[mode] = assistant, []
-        corpus = assistants[retriever_modes[0]].c.corpus
+        corpus = assistants[retriever_modes[0]].components.corpus
         check_relevance(cases, corpus.sources)
         known = {p.id: p for p in corpus.passages}
         bar.set_description("eval " + "+".join(retriever_modes))

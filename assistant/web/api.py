@@ -176,8 +176,8 @@ def create_app(assistant: Assistant) -> FastAPI:
         return {
             "status": "ok",
             "versions": assistant.versions.model_dump(),
-            "sources": len(assistant.c.corpus.sources),
-            "passages": len(assistant.c.corpus.passages),
+            "sources": len(assistant.sources),
+            "passages": assistant.passage_count,
             "audit_failures": assistant.audit.failures if assistant.audit else 0,
         }
 
@@ -211,7 +211,7 @@ def create_app(assistant: Assistant) -> FastAPI:
             "sources": [
                 s.model_dump(mode="json", exclude={"sections"})
                 | {"sections": [{"id": x.id, "heading": x.heading} for x in s.sections]}
-                for s in assistant.c.corpus.sources.values()
+                for s in assistant.sources.values()
             ],
         }
 

@@ -28,7 +28,6 @@ from fastapi import FastAPI
 from assistant.assistant import DISCLAIMER, Assistant
 from assistant.errors import AssistantError, InputError
 from assistant.present.render import (
-    LOCATION_CONVENTION_SHORT,
     PANEL_CHOICES,
     PANEL_FIELDS,
     _stream_chunks,
@@ -236,8 +235,7 @@ class ChatUI:
 
     def __init__(self, assistant: Assistant) -> None:
         self.assistant = assistant
-        rules = getattr(getattr(assistant, "c", None), "rules", None)
-        self.convention = getattr(rules, "location_convention", None) or LOCATION_CONVENTION_SHORT
+        self.convention = assistant.location_convention
 
     # the answer the feedback form points at: (label, answer id), newest first
     @staticmethod
