@@ -236,7 +236,8 @@ def test_index_outage_answers_503(
 def secured(assistant: Assistant, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     """The same components behind PCE_API_TOKEN (via Settings), without a second index build."""
     settings = Settings(data_dir=assistant.settings.data_dir, api_token="s3cret-token")
-    guarded = Assistant(dataclasses.replace(assistant.components, settings=settings), assistant.audit)
+    parts = dataclasses.replace(assistant.components, settings=settings)
+    guarded = Assistant(parts, assistant.audit)
     with TestClient(create_app(guarded), raise_server_exceptions=False) as test_client:
         yield test_client
 
