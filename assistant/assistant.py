@@ -260,6 +260,11 @@ class Assistant(Runnable[Any, Answer]):
         return len(self.components.corpus.passages)
 
     @property
+    def lexicon(self) -> Lexicon:
+        """The term lexicon and its numeric conventions (the CDS service reads vitals with it)."""
+        return self.components.lexicon
+
+    @property
     def location_convention(self) -> str:
         """The rules table's statement of what central and peripheral mean in this tool."""
         return self.components.rules.location_convention
@@ -298,14 +303,21 @@ class Assistant(Runnable[Any, Answer]):
         user: str | None = None,
         surface: str = "python",
     ) -> tuple[Findings, Recommendation, str]:
-        """Structured findings only (forms, EHRs): the tier without retrieval or free text."""
-        start = time.perf_counter()
+        """Structured findings only (forms, EHRs): the tier without retrieval or free text.
+
+        Findings that are all unknown are valid input: the table answers needs_information and
+        says what to ask.
+        """
         stated = ExplicitFindings.parse(explicit)
-        if stated.is_empty():
-            raise InputError(
-                "findings is empty; give at least symptomatic and location", field="findings"
-            )
         findings = resolve_findings("", self.components.lexicon, explicit=stated)
+        rec, event_id = self.recommend_findings(findings, user=user, surface=surface)
+        return findings, rec, event_id
+
+    def recommend_findings(
+        self, findings: Findings, *, user: str | None = None, surface: str = "python"
+    ) -> tuple[Recommendation, str]:
+        """The table's recommendation for findings read elsewhere (an EHR record), audited."""
+        start = time.perf_counter()
         rec = self.components.rules.recommend(findings)
         event_id = uuid.uuid4().hex
         if self.audit is not None:
@@ -322,7 +334,7 @@ class Assistant(Runnable[Any, Answer]):
                 versions=self.versions.model_dump(mode="json"),
                 latency_ms=elapsed_ms(start),
             )
-        return findings, rec, event_id
+        return rec, event_id
 
     def record_feedback(
         self,

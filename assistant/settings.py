@@ -67,6 +67,20 @@ class Settings(BaseSettings):
     ui_password: SecretStr | None = None
     host: str = "127.0.0.1"
     port: int = 7860
+    public_url: str | None = Field(
+        default=None,
+        description="Base URL of the web UI as clinicians reach it (the CDS link card opens it); "
+        "default: the address the request came to.",
+    )
+    vitals_window_hours: float = Field(
+        default=24, gt=0, le=24 * 14, description="CDS Hooks: a vital sign counts when this recent."
+    )
+    fhir_servers: tuple[str, ...] = Field(
+        default=(),
+        description="CDS Hooks: FHIR base URLs the service may query when the EHR sends no "
+        "prefetch (JSON list). Empty: never query; the card says what is missing.",
+    )
+    fhir_timeout_s: float = Field(default=10.0, gt=0, le=120, description="Per FHIR query.")
 
     @property
     def audit_path(self) -> Path:
@@ -89,6 +103,7 @@ class Settings(BaseSettings):
             "chunk": [self.chunk_size, self.chunk_overlap],
             "scope": self.scope_threshold,
             "llm": self.llm,
+            "vitals_window_hours": self.vitals_window_hours,
         }
         blob = json.dumps(relevant, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
