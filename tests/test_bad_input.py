@@ -67,7 +67,8 @@ BAD_INPUTS = [
     Bad("findings-unknown-name", QUESTION, "findings.anticoagulate is not a known finding",
         findings={"anticoagulate": "yes"}),
     Bad("history-over-the-turn-limit", QUESTION, "history has 51 user turns; the limit is 50",
-        history=[{"role": "user", "content": "cement emboli after PVP"}] * 51),
+        history=[{"role": "user", "content": "cement emboli after PVP"}] * 51,
+        http_says="history has 51 messages; the limit is 50"),  # HTTP's schema: maxItems
     Bad("history-message-over-the-length-limit", QUESTION, "longer than 4,000 characters",
         history=[{"role": "user", "content": "x" * 5000}]),
     Bad("history-not-messages", QUESTION, "history[0] must be a message object or text",
