@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -221,7 +222,11 @@ def test_a_record_gives_a_card_traced_to_its_resources(client: TestClient) -> No
     (card,) = cards(client, body)
     assert "`surveillance`" in card["detail"]
     assert card["summary"].startswith("PCE after vertebroplasty (day 3)")
-    assert "“segmental” — DiagnosticReport/ct-1 · 2026-03-14 08:00 UTC" in card["detail"]
+    traced = (
+        r"location = \*\*peripheral\*\*: “[^”]*segmental[^”]*” — "
+        r"DiagnosticReport/ct-1 · 2026-03-14 08:00 UTC"
+    )
+    assert re.search(traced, card["detail"]), card["detail"]
     assert "CPT 22511 — Procedure/p-1" in card["detail"]
 
 
