@@ -43,9 +43,10 @@ from assistant.web import cds
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 256 * 1024
 MAX_USER_CHARS = 200
-# Characters the server refuses in text (control characters other than tab and line breaks, and
-# lone surrogates), as a regular-expression class body: the schema and the server agree.
-_REFUSED = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff"
+# Control characters other than tab and line breaks, which the server refuses in text, as a
+# regular-expression class body: the schema and the server agree. (Lone surrogates, refused too,
+# are not Unicode text at all, and JSON-schema regex engines cannot name them.)
+_REFUSED = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"
 
 
 # --- errors --------------------------------------------------------------------------------------
@@ -232,7 +233,8 @@ def ask_request_model(max_chars: int, max_turns: int) -> type[BaseAskRequest]:
         model_config = ConfigDict(extra="forbid")
 
         question: Annotated[str, WithJsonSchema(_text_schema(max_chars, required=True))] = Field(
-            description="The clinician's question, free text (not blank, no control characters)."
+            description="The clinician's question, free text: not blank, no control characters "
+            "(tab and line breaks are fine), valid UTF-8."
         )
         history: Annotated[
             list[str | HistoryMessage] | None,

@@ -72,7 +72,7 @@ class FhirAuthorization(BaseModel):
 
     access_token: str = Field(description="Bearer token for fhirServer; never logged.")
     token_type: str = "Bearer"
-    expires_in: int | None = None
+    expires_in: int | None = Field(default=None, strict=True)
     scope: str | None = None
     subject: str | None = None
 
