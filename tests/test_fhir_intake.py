@@ -195,8 +195,12 @@ def test_a_vital_meeting_the_lexicons_threshold_is_a_traced_finding(
 
 @pytest.mark.parametrize(
     ("loinc", "value", "unit"),
-    [("59408-5", 93, "%"), ("8867-4", 100, "/min"), ("8480-6", 90, "mm[Hg]"),
-     ("9279-1", 40, "/min")],  # fmt: skip
+    [
+        ("59408-5", 93, "%"),
+        ("8867-4", 100, "/min"),
+        ("8480-6", 90, "mm[Hg]"),
+        ("9279-1", 40, "/min"),
+    ],
 )
 def test_a_normal_value_or_one_without_a_threshold_asserts_nothing(
     lexicon: Lexicon, codes: EhrCodes, loinc: str, value: float, unit: str
