@@ -300,11 +300,11 @@ def test_a_negated_single_symptom_does_not_stand_against_a_measurement(
     [
         (procedure("p", coding=("22514", CPT, None)), "kyphoplasty", "CPT 22514", "ehr"),
         (procedure("p", coding=None, text="Percutaneous vertebroplasty T11"), "vertebroplasty",
-         'code text "Percutaneous vertebroplasty T11"', "text"),
+         'code text "Percutaneous vertebroplasty T11"', "ehr"),
         (procedure("p", coding=("392010000", SNOMED, "Percutaneous vertebroplasty")),
-         "vertebroplasty", 'SNOMED CT 392010000 display "Percutaneous vertebroplasty"', "text"),
+         "vertebroplasty", 'SNOMED CT 392010000 display "Percutaneous vertebroplasty"', "ehr"),
         (procedure("p", coding=("999", CPT, "Balloon kyphoplasty L2")), "kyphoplasty",
-         'CPT 999 display "Balloon kyphoplasty L2"', "text"),
+         'CPT 999 display "Balloon kyphoplasty L2"', "ehr"),
     ],
 )  # fmt: skip
 def test_the_procedure_is_recognised_by_code_or_text(

@@ -400,17 +400,15 @@ def _days_since(when: datetime | date | None, now: datetime) -> int | None:
     return None
 
 
-def _recognise(
-    procedure: Procedure, codes: EhrCodes, lexicon: Lexicon
-) -> tuple[str, str, bool] | None:
-    """(procedure name, how it was recognised, coded?) or None."""
+def _recognise(procedure: Procedure, codes: EhrCodes, lexicon: Lexicon) -> tuple[str, str] | None:
+    """(procedure name, how it was recognised: 'CPT 22511 "..."', 'code text "..."') or None."""
     routes = (("cpt", "CPT"), ("snomed", "SNOMED CT"))
     for coding in _codings(procedure.code):
         for key, label in routes:
             table = codes.procedures.by_system(key)
             if coding.system == getattr(codes.systems, key) and coding.code in table:
                 shown = f' "{coding.display}"' if coding.display else ""
-                return table[coding.code], f"{label} {coding.code}{shown}", True
+                return table[coding.code], f"{label} {coding.code}{shown}"
     labelled = {codes.systems.cpt: "CPT", codes.systems.snomed: "SNOMED CT"}
     candidates: list[tuple[str, str]] = []
     if procedure.code is not None and procedure.code.text:
@@ -422,7 +420,7 @@ def _recognise(
     for text, where in candidates:
         name = extract_findings(text, lexicon).procedure
         if name:
-            return name, f'{where} "{text}"', False
+            return name, f'{where} "{text}"'
     return None
 
 
@@ -439,7 +437,7 @@ def _read_procedures(
         recognised = _recognise(procedure, codes, lexicon)
         if recognised is None:
             continue
-        label, how, coded = recognised
+        label, how = recognised
         name = _name(procedure)
         if procedure.status not in allowed:
             reading.notes.append(f"{name}: {label} with status {procedure.status}; not read.")
@@ -453,8 +451,8 @@ def _read_procedures(
             evidence=Evidence(
                 finding="procedure",
                 value=label,
-                text=how,
-                origin="ehr" if coded else "text",
+                text=how,  # the route and the words: a structured resource, not a text span
+                origin="ehr",
                 resource=name,
                 resource_date=iso(when),
             ),
