@@ -116,6 +116,7 @@ def test_a_malformed_prefetch_is_noted_not_raised(payload: Any, says: str) -> No
     intake = read_prefetch({"vitals": payload})
     assert intake.observations == []
     assert any(says in note for note in intake.notes), intake.notes
+    assert "vitals" not in intake.missing  # sent, though unreadable: not queried again
 
 
 def test_a_resource_listed_twice_is_read_once_and_a_bare_resource_is_accepted() -> None:

@@ -96,12 +96,10 @@ def read_bundle(key: str, payload: Any, intake: Intake) -> None:
         return
     if not isinstance(payload, Mapping) or payload.get("resourceType") != "Bundle":
         intake.notes.append(f"The prefetch `{key}` is not a FHIR Bundle; it was not read.")
-        intake.missing.append(key)
         return
     entries = payload.get("entry", [])
     if not isinstance(entries, list):
         intake.notes.append(f"The prefetch `{key}` has no list of entries; it was not read.")
-        intake.missing.append(key)
         return
     seen: set[str] = set()
     for entry in entries:
@@ -115,7 +113,8 @@ def read_bundle(key: str, payload: Any, intake: Intake) -> None:
 
 
 def read_prefetch(prefetch: Mapping[str, Any]) -> Intake:
-    """Every declared key of the prefetch; a key that is absent or null is noted as missing."""
+    """Every declared key of the prefetch. A key that is absent or null is listed as missing (the
+    caller may query it); one that is present but unreadable is noted, not queried again."""
     intake = Intake()
     for key in PREFETCH_TYPES:
         payload = prefetch.get(key)
