@@ -205,7 +205,7 @@ class Assistant(Runnable[Any, Answer]):
             )
         corpus = load_corpus(settings)
         known_sections = {s.id for src in corpus.sources.values() for s in src.sections}
-        rules = load_rules(settings.knowledge_dir / "rules.yaml", corpus.knowledge.sources)
+        rules = load_rules(settings.knowledge_dir / "rules.yaml", corpus.knowledge.citations)
         lexicon = load_lexicon(settings.knowledge_dir / "lexicon.yaml")
         scope = ScopeGuard(
             load_scope_terms(settings.knowledge_dir / "scope.yaml"), settings.scope_threshold

@@ -40,7 +40,9 @@ from assistant.retrieval.embeddings import (  # noqa: E402
     bundled_model_dir,
 )
 from assistant.retrieval.index import VectorIndex, ensure_index  # noqa: E402
-from assistant.settings import REPO_ROOT, Settings  # noqa: E402
+from assistant.settings import Settings  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SHARED_DIR = REPO_ROOT.parent / "shared"

@@ -45,7 +45,7 @@ from assistant.evals.runner import (
 )
 from assistant.knowledge.sources import load_knowledge
 from assistant.retrieval.embeddings import HashEmbedder
-from assistant.settings import REPO_ROOT, Settings
+from assistant.settings import Settings
 from assistant.types import (
     TIERS,
     Answer,
@@ -55,6 +55,8 @@ from assistant.types import (
     Recommendation,
     Versions,
 )
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 VERSIONS = Versions(app="9.9.9", knowledge="kn-abc123", rules="2099.1 (r-def456)",
                     model="fake-model (000000000000)", index="pce-test")
@@ -80,8 +82,9 @@ def test_load_cases_rejects_an_unknown_field_naming_file_and_line(tmp_path: Path
     write_set(tmp_path, "mgmt", case(), case(id="c2", expected_teir="surveillance"))
     with pytest.raises(QuestionSetError) as err:
         load_cases(tmp_path)
-    assert "mgmt.jsonl:2" in str(err.value)
-    assert "expected_teir" in str(err.value)
+    assert "mgmt.jsonl:2: expected_teir: unknown field (did you mean 'expected_tier'?)" in str(
+        err.value
+    )
 
 
 def test_load_cases_rejects_an_unknown_tier(tmp_path: Path) -> None:
@@ -104,7 +107,7 @@ def test_load_cases_rejects_bad_json_and_bad_findings(tmp_path: Path) -> None:
         load_cases(tmp_path)
     assert "mgmt.jsonl:1: not valid JSON" in str(err.value)
     assert "mgmt.jsonl:2: findings.location" in str(err.value)
-    assert "mgmt.jsonl:3: a case must be a JSON object" in str(err.value)
+    assert "mgmt.jsonl:3: each line must be one JSON object" in str(err.value)
 
 
 def test_load_cases_rejects_duplicate_ids_across_sets(tmp_path: Path) -> None:

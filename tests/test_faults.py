@@ -38,8 +38,10 @@ from assistant.retrieval.embeddings import (
     sha256_of,
 )
 from assistant.retrieval.index import open_client
-from assistant.settings import DEFAULT_MODEL_SHA256, REPO_ROOT
+from assistant.settings import DEFAULT_MODEL_SHA256
 from assistant.web.api import create_app
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 if TYPE_CHECKING:
     from conftest import ChromaServer

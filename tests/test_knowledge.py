@@ -10,7 +10,8 @@ import pytest
 
 from assistant.errors import KnowledgeError
 from assistant.knowledge.sources import DOI_RE, PMID_RE, load_knowledge
-from assistant.settings import REPO_ROOT
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 KNOWLEDGE = REPO_ROOT / "knowledge"
 FIXTURES = Path(__file__).parent / "fixtures" / "knowledge"
@@ -104,7 +105,8 @@ def test_broken_source_file_raises_knowledge_error_naming_path_and_field(
     assert Path(error.path).name == file_name
     assert error.field == field
     assert problem in error.problem
-    assert file_name in str(error) and f"'{field}'" in str(error)
+    assert f"{file_name}:" in str(error) and f": {field}: " in str(error)
+    assert error.details[0].line, "every problem names its line"
 
 
 def test_missing_knowledge_directory_raises_knowledge_error(tmp_path: Path) -> None:

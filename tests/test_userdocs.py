@@ -20,7 +20,9 @@ from assistant.knowledge.userdocs import (
 from assistant.retrieval.embeddings import SentenceTransformerEmbedder
 from assistant.retrieval.index import ensure_index
 from assistant.retrieval.retrievers import make_retriever
-from assistant.settings import REPO_ROOT, Settings
+from assistant.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 SEEDS_DIR = REPO_ROOT.parent / "shared" / "seeds"
 

@@ -337,7 +337,7 @@ def _basis_html(rec: Recommendation, findings: Findings, versions: Versions, sou
             "set in the findings panel"
             if e.origin == "explicit"
             else f"“{esc(e.text)}” ({esc(origin_text(e.origin, e.turn))})"
-            for e in findings.evidence
+            for e in (*findings.evidence, *(x for d in rec.derived for x in d.evidence))
             if e.finding == name
         ]
         note = (
