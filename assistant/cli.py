@@ -92,7 +92,9 @@ def _yes_no(value: str | None) -> bool | None:
 def _assistant(args: argparse.Namespace) -> Any:
     from assistant.assistant import Assistant
 
-    return Assistant.from_settings(_settings(args))
+    settings = _settings(args)
+    # BM25 alone needs no vector index: do not embed the corpus for it.
+    return Assistant.from_settings(settings, build_index=settings.retriever != "bm25")
 
 
 def format_answer(answer: Any) -> str:

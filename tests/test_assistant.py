@@ -5,6 +5,7 @@ One assistant per module: building it validates knowledge, rules and lexicon and
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -358,6 +359,9 @@ def test_every_ask_is_audited_in_and_out_of_scope(assistant: Assistant) -> None:
     assert first["tier"] == "surveillance" and first["user"] == "dr-a"
     assert first["in_scope"] == 1 and rows[answers[1].id]["in_scope"] == 0
     assert rows[answers[2].id]["surface"] == "langchain"
+    # A change of top_k or a threshold shows in the trail: each row carries the settings hash.
+    assert json.loads(first["versions"])["settings"] == assistant.settings.fingerprint()
+    assert answers[0].versions.settings == assistant.settings.fingerprint()
 
 
 def test_record_feedback_joins_the_answer_id(assistant: Assistant) -> None:
