@@ -1,8 +1,13 @@
 """Load and validate the curated knowledge base (``knowledge/sources/*.md``).
 
 Each source is Markdown with YAML front matter; its body is ``##`` sections, each a retrieval
-passage. Any malformed file fails loading with its path and the field named, so a broken
-knowledge base never reaches a clinician.
+passage. Any malformed file fails loading with its path, line and field named (through
+``assistant.data``), so a broken knowledge base never reaches a clinician.
+
+What other data files cite is the id index ``KnowledgeBase.citations`` (id -> Citation). The
+claim files that will replace the Markdown (``knowledge/sources/*.yaml``) plug in here: a pydantic
+model per file read with ``assistant.data.load_model(path, Model, error=KnowledgeError)``, and
+their '<source id>#<claim id>' ids in the same index; the rules table needs no change.
 """
 
 from __future__ import annotations

@@ -345,6 +345,9 @@ def _basis_html(rec: Recommendation, findings: Findings, versions: Versions, sou
             if name == "location"
             else ""
         )
+        # A value the rules table derived (knowledge/rules.yaml `derived`): say so, and why.
+        note += "".join(f'<div class="pce-convention">Derived ({esc(d.because)}): '
+                        f"{esc(d.rationale)}</div>" for d in rec.derived if d.input == name)
         used.append(
             f'<tr data-input="{esc(name)}"><th scope="row">'
             f"{esc(FINDING_LABELS.get(name, name))}</th>"
