@@ -15,8 +15,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from assistant.errors import AssistantError, ConfigurationError
 from assistant.settings import Settings
 
@@ -29,14 +27,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["data_dir"] = Path(args.data_dir)
     if getattr(args, "retriever", None) not in (None, "all"):  # 'all' is eval's comparison
         overrides["retriever"] = args.retriever
-    try:
-        return Settings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:  # a bad PCE_* variable: one line, not a traceback
-        problems = "; ".join(
-            f"PCE_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']} (got {e['input']!r})"
-            for e in exc.errors()
-        )
-        raise ConfigurationError(f"invalid setting {problems}") from exc
+    # A bad or unknown PCE_* setting raises ConfigurationError: one line, not a traceback.
+    return Settings(**overrides)
 
 
 def cmd_index(args: argparse.Namespace) -> int:
@@ -80,7 +72,7 @@ def cmd_rules_check(args: argparse.Namespace) -> int:
     settings = _settings(args)
     path = Path(args.path) if args.path else settings.knowledge_dir / "rules.yaml"
     knowledge = load_knowledge(settings.knowledge_dir)
-    problems = check_rules(path, knowledge.sources)
+    problems = check_rules(path, knowledge.citations)
     if problems:
         print(f"{path}: {len(problems)} problem(s)", file=sys.stderr)
         for problem in problems:
@@ -100,7 +92,9 @@ def _yes_no(value: str | None) -> bool | None:
 def _assistant(args: argparse.Namespace) -> Any:
     from assistant.assistant import Assistant
 
-    return Assistant.from_settings(_settings(args))
+    settings = _settings(args)
+    # BM25 alone needs no vector index: do not embed the corpus for it.
+    return Assistant.from_settings(settings, build_index=settings.retriever != "bm25")
 
 
 def format_answer(answer: Any) -> str:

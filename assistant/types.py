@@ -350,12 +350,37 @@ class TraceStep(Frozen):
     matched: bool
 
 
+class Certainty(Frozen):
+    """How certain the evidence behind a row or escalation is, and who judged it."""
+
+    level: Literal["very low", "low", "moderate", "high"]
+    basis: str = Field(min_length=1, description="Why this level (study designs, consistency).")
+    appraisal: Literal["tool", "source"] = Field(
+        description="'tool': this tool's appraisal; 'source': stated by the cited source."
+    )
+
+
+class DerivedInput(Frozen):
+    """A table input the rules table filled in from other findings, and why (shown in the basis)."""
+
+    id: str = Field(description="Id of the derivation in the rules table.")
+    input: FindingName
+    value: str = Field(description="The value it counts as ('yes').")
+    because: str = Field(description="The conditions that held ('hemodynamic_instability = yes').")
+    rationale: str
+    citations: tuple[Citation, ...]
+    evidence: tuple[Evidence, ...] = Field(
+        default=(), description="The spans behind those conditions, relabelled for this input."
+    )
+
+
 class Escalation(Frozen):
     id: EscalationId
     label: str
     actions: tuple[str, ...]
     rationale: str
     citations: tuple[Citation, ...]
+    certainty: Certainty | None = None
 
 
 class Recommendation(Frozen):
@@ -373,6 +398,10 @@ class Recommendation(Frozen):
         default_factory=dict, description="The table inputs as evaluated ('yes'/'no'/'unknown'...)."
     )
     trace: tuple[TraceStep, ...] = ()
+    derived: tuple[DerivedInput, ...] = Field(
+        default=(), description="Inputs filled in by the table's derivations (in the trace too)."
+    )
+    certainty: Certainty | None = None
 
 
 class Versions(Frozen):

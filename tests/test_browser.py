@@ -53,7 +53,7 @@ ANSWER_TIMEOUT_MS = 90_000
 def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real assistant (bundled model, embedded Chroma built in a temp dir) behind the app."""
     if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing; install it with `make browser` (apt chromium)")
+        pytest.fail(f"{CHROMIUM} is missing; install it with `make browser` (apt chromium)")
     settings = Settings(data_dir=tmp_path_factory.mktemp("browser") / "data")
     assistant = Assistant.from_settings(settings)
     with serve(build_app(assistant=assistant)) as url:

@@ -1,7 +1,8 @@
 """The term lexicon: findings terms and ConText trigger lists, loaded from YAML and checked at load.
 
 The lexicon is data (``knowledge/lexicon.yaml``); this module only validates it and compiles every
-pattern once. A malformed file fails with ``RulesError`` naming the file and the key.
+pattern once. A malformed file fails with ``RulesError`` naming the file, line and key
+(``assistant.data``).
 """
 
 from __future__ import annotations
@@ -13,16 +14,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from assistant.data import load_yaml
-from assistant.errors import RulesError
-from assistant.settings import REPO_ROOT
+from assistant.data import load_model
+from assistant.errors import Problem, RulesError
+from assistant.settings import default_knowledge_dir
 
 __all__ = ["DEFAULT_LEXICON_PATH", "Lexicon", "NumericRule", "load_lexicon"]
 
-DEFAULT_LEXICON_PATH = REPO_ROOT / "knowledge" / "lexicon.yaml"
+DEFAULT_LEXICON_PATH = default_knowledge_dir() / "lexicon.yaml"
 
 # Word boundary only on a side where the matched text is a word character: 'no' must not match
 # inside 'not', yet a term may begin or end with punctuation ('?central', ';').
@@ -153,34 +153,11 @@ def load_lexicon(path: Path | str | None = None) -> Lexicon:
     try:
         mtime = resolved.stat().st_mtime_ns
     except OSError as exc:
-        raise RulesError([f"cannot read the lexicon file: {exc.strerror}"], resolved) from exc
+        problem = Problem(resolved.name, f"cannot read the lexicon: {exc.strerror}")
+        raise RulesError([problem], resolved) from exc
     return _load(resolved, mtime)
 
 
 @lru_cache(maxsize=8)
 def _load(path: Path, mtime_ns: int) -> Lexicon:
-    try:
-        data = load_yaml(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise RulesError([f"cannot parse the lexicon: {exc}"], path) from exc
-    if not isinstance(data, dict):
-        raise RulesError(["the top level must be a mapping of keys to terms"], path)
-    try:
-        return Lexicon.model_validate(data)
-    except ValidationError as exc:
-        raise RulesError(_problems(exc), path) from exc
-
-
-def _problems(exc: ValidationError) -> list[str]:
-    problems = []
-    for error in exc.errors():
-        key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"])
-        key = key.lstrip(".") or "(top level)"
-        if error["type"] == "missing":
-            message = "required key is missing"
-        elif error["type"] == "extra_forbidden":
-            message = "unknown key (not part of the lexicon schema; check the spelling)"
-        else:
-            message = error["msg"].removeprefix("Value error, ")
-        problems.append(f"{key}: {message}")
-    return problems
+    return load_model(path, Lexicon, error=RulesError, what="lexicon")

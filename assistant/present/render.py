@@ -337,7 +337,7 @@ def _basis_html(rec: Recommendation, findings: Findings, versions: Versions, sou
             "set in the findings panel"
             if e.origin == "explicit"
             else f"“{esc(e.text)}” ({esc(origin_text(e.origin, e.turn))})"
-            for e in findings.evidence
+            for e in (*findings.evidence, *(x for d in rec.derived for x in d.evidence))
             if e.finding == name
         ]
         note = (
@@ -345,6 +345,9 @@ def _basis_html(rec: Recommendation, findings: Findings, versions: Versions, sou
             if name == "location"
             else ""
         )
+        # A value the rules table derived (knowledge/rules.yaml `derived`): say so, and why.
+        note += "".join(f'<div class="pce-convention">Derived ({esc(d.because)}): '
+                        f"{esc(d.rationale)}</div>" for d in rec.derived if d.input == name)
         used.append(
             f'<tr data-input="{esc(name)}"><th scope="row">'
             f"{esc(FINDING_LABELS.get(name, name))}</th>"
