@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -53,7 +54,8 @@ def _default_data_dir() -> Path:
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_file=".env", extra="forbid", frozen=True
+        # A shared .env may hold other tools' keys: ignore those, but refuse PCE_* typos (below).
+        env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", frozen=True
     )
 
     knowledge_dir: Path = Field(
@@ -114,6 +116,13 @@ class Settings(BaseSettings):
 
     def __init__(self, **values: Any) -> None:
         unknown_environment(os.environ)
+        unknown_environment(_dotenv(), where=".env")
+        fields = type(self).model_fields
+        typos = [k for k in values if not k.startswith("_") and k not in fields]
+        if typos:
+            raise ConfigurationError(
+                "; ".join(f"{k} is not a setting{_did_you_mean(ENV_PREFIX + k)}" for k in typos)
+            )
         try:
             super().__init__(**values)
         except ValidationError as exc:
@@ -155,15 +164,20 @@ def _did_you_mean(key: str) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
-def unknown_environment(environ: Mapping[str, str]) -> None:
+def _dotenv() -> Mapping[str, str | None]:
+    path = Path(".env")
+    return dotenv_values(path) if path.is_file() else {}
+
+
+def unknown_environment(environ: Mapping[str, Any], where: str = "environment") -> None:
     """Raise ``ConfigurationError`` for a ``PCE_*`` variable that is not a setting (a typo)."""
     known = set(_names())
     unknown = sorted(k for k in environ if k.upper().startswith(ENV_PREFIX) and k.upper() not in
                      known)
     if unknown:
+        what = "environment variable" if where == "environment" else f"{where} key"
         raise ConfigurationError(
-            "; ".join(f"environment variable {k} is not a setting{_did_you_mean(k)}"
-                      for k in unknown)
+            "; ".join(f"{what} {k} is not a setting{_did_you_mean(k)}" for k in unknown)
             + f". Settings: {', '.join(sorted(known))} (README, Configuration)."
         )
 

@@ -12,12 +12,11 @@ from fhirdata import CPT, SNOMED, bundle, procedure, report, vital
 
 from assistant.clinical.lexicon import Lexicon, load_lexicon
 from assistant.errors import RulesError
-from assistant.settings import REPO_ROOT
 from assistant.web.fhir.codes import EhrCodes, load_ehr_codes
 from assistant.web.fhir.record import Reading, read_record, report_text
 from assistant.web.fhir.resources import read_prefetch
 
-CODES_PATH = REPO_ROOT / "knowledge" / "ehr_codes.yaml"
+CODES_PATH = Path(__file__).resolve().parent.parent / "knowledge" / "ehr_codes.yaml"
 NOW = datetime(2026, 3, 14, 10, 0, tzinfo=UTC)
 DAY = timedelta(hours=24)
 
@@ -76,7 +75,7 @@ def test_the_code_table_names_the_lexicons_rules_not_numbers(
         (("rule: tachycardia", "rule: tachycardiac"), "rule 'tachycardiac' is not a numeric rule"),
         (("loinc: ['8867-4']", "loinc: ['2708-6']"), "LOINC code(s) listed twice: 2708-6"),
         (("  Procedure: ['completed']\n", ""), "statuses: Procedure is missing"),
-        (("version: 1", "version: 1\ncolour: red"), "colour: Extra inputs are not permitted"),
+        (("version: 1", "version: 1\ncolour: red"), "ehr_codes.yaml:11: colour: unknown field"),
     ],
 )
 def test_a_broken_code_table_fails_at_load_naming_the_problem(
@@ -270,8 +269,8 @@ def test_systolic_from_a_blood_pressure_panel_component(lexicon: Lexicon, codes:
     ]  # fmt: skip
     f = read(lexicon, codes, vitals=(panel,)).findings
     assert f.hemodynamic_instability is True
-    # The safety convention: instability and no stated symptom status -> symptomatic.
-    assert f.symptomatic is True
+    # Symptom status stays unstated here; the rules table derives it from instability.
+    assert f.symptomatic is None
     assert {e.resource for e in f.evidence} == {"Observation/bp-1"}
 
 

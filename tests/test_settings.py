@@ -32,6 +32,19 @@ def test_unknown_key_in_dot_env_is_rejected_with_a_suggestion(
     assert Settings().top_k == 3
 
 
+def test_a_shared_dot_env_may_hold_other_tools_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / ".env").write_text("OTHER_TOOL_TOKEN=abc\nPCE_TOP_K=4\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    assert Settings().top_k == 4
+
+
+def test_an_unknown_keyword_is_rejected_with_a_suggestion(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match=r"top_kk is not a setting \(did you mean "):
+        Settings(data_dir=tmp_path, top_kk=3)  # type: ignore[call-arg]
+
+
 def test_an_invalid_value_names_the_variable_and_the_value(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

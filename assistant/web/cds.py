@@ -28,7 +28,7 @@ from assistant.present.render import md_text
 from assistant.types import ExplicitFindings, FindingName, Findings, Recommendation
 from assistant.web.fhir.client import FhirFetchError, fetch, is_allowed, query_for
 from assistant.web.fhir.codes import EhrCodes, load_ehr_codes
-from assistant.web.fhir.record import Reading, instability_is_symptomatic, iso, read_record
+from assistant.web.fhir.record import Reading, iso, read_record
 from assistant.web.fhir.resources import Intake, read_bundle, read_prefetch
 
 if TYPE_CHECKING:
@@ -465,17 +465,15 @@ def _with_explicit(
     values = {n: getattr(form, n) for n in names}
     if "location" in names:
         values["unclear_location"] = None
-    return instability_is_symptomatic(
-        findings.model_copy(
-            update={
-                **values,
-                "evidence": (
-                    *(e for e in findings.evidence if e.finding not in names),
-                    *(e for e in form.evidence if e.finding in names),
-                ),
-                "conflicts": tuple(c for c in findings.conflicts if c.finding not in names),
-            }
-        )
+    return findings.model_copy(
+        update={
+            **values,
+            "evidence": (
+                *(e for e in findings.evidence if e.finding not in names),
+                *(e for e in form.evidence if e.finding in names),
+            ),
+            "conflicts": tuple(c for c in findings.conflicts if c.finding not in names),
+        }
     )
 
 

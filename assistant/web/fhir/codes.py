@@ -9,11 +9,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from assistant.clinical.lexicon import Lexicon, NumericRule
-from assistant.data import load_yaml
+from assistant.data import load_model
 from assistant.errors import RulesError
 
 __all__ = ["EhrCodes", "Vital", "load_ehr_codes"]
@@ -116,17 +115,7 @@ class EhrCodes(_Strict):
 
 def load_ehr_codes(path: Path, lexicon: Lexicon) -> EhrCodes:
     """Load and check the table; a vital whose rule the lexicon lacks is an error."""
-    try:
-        data = load_yaml(path.read_text(encoding="utf-8"))
-        codes = EhrCodes.model_validate(data)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise RulesError([f"cannot read the EHR code table: {exc}"], path) from exc
-    except ValidationError as exc:
-        problems = [
-            ".".join(str(p) for p in e["loc"]) + ": " + e["msg"].removeprefix("Value error, ")
-            for e in exc.errors()
-        ]
-        raise RulesError(problems, path) from exc
+    codes = load_model(path, EhrCodes, error=RulesError, what="EHR code table")
     known = {rule.id for rule in lexicon.numeric}
     unknown = [f"vitals: {v.name}: rule {v.rule!r} is not a numeric rule of the lexicon "
                f"(known: {', '.join(sorted(known))})"

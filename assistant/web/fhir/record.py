@@ -364,24 +364,6 @@ def _combine(text: Findings, measured: Sequence[Evidence]) -> Findings:
     )
 
 
-def instability_is_symptomatic(findings: Findings) -> Findings:
-    """The product's safety convention, as the extractor applies it to text (findings
-    conventions): instability stated and symptom status not stated -> symptomatic, with the
-    instability's evidence. Applied again here because vitals and explicit values join later."""
-    if findings.hemodynamic_instability is not True or findings.symptomatic is not None:
-        return findings
-    if any(c.finding == "symptomatic" for c in findings.conflicts):
-        return findings
-    copied = [
-        e.model_copy(update={"finding": "symptomatic", "value": "yes"})
-        for e in findings.evidence
-        if e.finding == "hemodynamic_instability" and e.value == "yes"
-    ]
-    return findings.model_copy(
-        update={"symptomatic": True, "evidence": (*findings.evidence, *copied)}
-    )
-
-
 # --- the procedure -------------------------------------------------------------------------------
 
 
@@ -478,7 +460,8 @@ def read_record(
     reading = Reading(findings=Findings(), notes=list(intake.notes))
     text = _read_reports(intake.reports, codes, lexicon, reading)
     _read_vitals(intake.observations, codes, lexicon, now, window, reading)
-    findings = instability_is_symptomatic(_combine(text, _measured_evidence(reading.vitals)))
+    # Unstable with symptoms not stated counts as symptomatic: the rules table derives that.
+    findings = _combine(text, _measured_evidence(reading.vitals))
     reading.procedure = _read_procedures(intake.procedures, codes, lexicon, now, reading)
     if reading.procedure is not None:
         findings = findings.model_copy(
