@@ -15,7 +15,8 @@ from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
 from assistant.errors import InputError
-from assistant.types import Citation, Findings, Recommendation
+from assistant.present import cds_detail
+from assistant.types import Findings, Recommendation
 
 if TYPE_CHECKING:
     from assistant.assistant import Assistant
@@ -159,30 +160,9 @@ def findings_from_observations(payload: Any) -> dict[str, Any]:
     return found
 
 
-def _link(c: Citation) -> str:
-    label = f"{c.title} ({c.year or 'n.d.'})"
-    return f"[{label}]({c.url})" if c.url else label
-
-
 def card_detail(rec: Recommendation, findings: Findings) -> str:
-    lines = [f"**{rec.label}** (`{rec.tier}`, rule `{rec.rule_id}`, rules {rec.rules_version})", ""]
-    lines += [f"- {a}" for a in rec.actions]
-    for esc in rec.escalations:
-        lines += ["", f"**Escalation: {esc.label}**"] + [f"- {a}" for a in esc.actions]
-    if rec.missing:
-        lines += ["", "**Missing findings**"] + [
-            f"- {m.question} " + "; ".join(f"if {k}: {v}" for k, v in m.outcomes.items())
-            for m in rec.missing
-        ]
-    if rec.caveats:
-        lines += ["", "**Caveats**"] + [f"- {c}" for c in rec.caveats]
-    lines += ["", "**Basis (findings used)**"] + [
-        f'- {ev.finding} = {ev.value} ({ev.origin}: "{ev.text}")' for ev in findings.evidence
-    ]
-    citations = list(rec.citations) + [c for e in rec.escalations for c in e.citations]
-    lines += ["", "**Sources**"] + [f"- {_link(c)} — {c.section}" for c in citations]
-    lines += ["", "_Decision support only; it does not replace clinical judgement._"]
-    return "\n".join(lines)
+    """The card's Markdown detail, rendered by the presentation layer like every other face."""
+    return cds_detail(rec, findings)
 
 
 def make_card(rec: Recommendation, findings: Findings, card_id: str) -> dict[str, Any]:
