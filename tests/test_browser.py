@@ -15,7 +15,7 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlencode, urlsplit
 
 import pytest
@@ -131,15 +131,17 @@ OpenPage = Callable[..., Browser]
 
 @pytest.fixture
 def open_page(base_url: str) -> Iterator[OpenPage]:
-    """Open the app in a fresh Chromium context: ``open_page(query=None, viewport=DESKTOP)``."""
+    """A fresh Chromium context on the app: ``open_page(query, viewport, color_scheme)``."""
     with sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         contexts: list[Any] = []
 
         def open_(
-            query: dict[str, str] | None = None, viewport: dict[str, int] = DESKTOP
+            query: dict[str, str] | None = None,
+            viewport: dict[str, int] = DESKTOP,
+            color_scheme: Literal["light", "dark"] = "light",
         ) -> Browser:
-            context = chromium.new_context(viewport=viewport)
+            context = chromium.new_context(viewport=viewport, color_scheme=color_scheme)
             contexts.append(context)
             page = context.new_page()
             session = Browser(page)
@@ -237,13 +239,17 @@ def test_script_question_is_rendered_as_text_and_no_dialog_fires(browser: Browse
     assert browser.outside_loopback() == [], "the page must not fetch anything off loopback"
 
 
-@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+@pytest.mark.parametrize(
+    ("viewport", "scheme"),
+    [(DESKTOP, "light"), (PHONE, "light"), (DESKTOP, "dark")],
+    ids=["desktop", "phone", "desktop-dark-mode"],
+)
 def test_axe_finds_no_critical_or_serious_violation_empty_and_after_an_answer(
-    open_page: OpenPage, viewport: dict[str, int]
+    open_page: OpenPage, viewport: dict[str, int], scheme: Literal["light", "dark"]
 ) -> None:
-    browser = open_page(viewport=viewport)
+    browser = open_page(viewport=viewport, color_scheme=scheme)
     page = browser.page
-    width = viewport["width"]
+    width = f"{viewport['width']}{'-dark' if scheme == 'dark' else ''}"
     empty = browser.axe(f"empty-{width}")
     assert blocking(empty) == {}, empty
 

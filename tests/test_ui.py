@@ -466,6 +466,13 @@ def test_theme_uses_local_system_fonts_only() -> None:
     assert options["run_history"] is False
 
 
+def test_theme_has_one_light_palette_in_both_colour_schemes() -> None:
+    theme = ui.theme()
+    dark = [name for name in vars(theme) if name.endswith("_dark")]
+    assert dark
+    assert [n for n in dark if getattr(theme, n) != getattr(theme, n.removesuffix("_dark"))] == []
+
+
 def test_mount_ui_asks_for_login_when_credentials_are_set(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data", ui_user="clinician", ui_password="s3cret")
     assistant = Assistant.from_settings(settings, embedder=HashEmbedder(), audit=False)

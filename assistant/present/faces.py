@@ -24,8 +24,6 @@ from assistant.present.view import (
 )
 from assistant.types import Answer, Findings, Recommendation, Versions
 
-CDS_DISCLAIMER = "Decision support only; it does not replace clinical judgement."
-
 
 class TurnView(View):
     """One question (or re-evaluation) of a conversation and its answer, for the export."""
@@ -153,9 +151,7 @@ def export_markdown(
 def cds_detail(rec: Recommendation, findings: Findings, text: Presentation | None = None) -> str:
     """The CDS Hooks card's detail Markdown for a recommendation from structured findings."""
     card = card_view(rec, findings, text or default_presentation())
-    return render.markdown(
-        "cds_detail.md.j2", card=card, citations=all_citations(card), disclaimer=CDS_DISCLAIMER
-    )
+    return render.markdown("cds_detail.md.j2", card=card, citations=all_citations(card))
 
 
 def cli_text(answer: Answer, text: Presentation | None = None, convention: str = "") -> str:

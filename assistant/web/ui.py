@@ -177,9 +177,7 @@ def _query(request: gr.Request | None) -> dict[str, list[str]]:
     if not params:
         return {}
     getlist = getattr(params, "getlist", None)
-    return {
-        str(k): [str(v) for v in (getlist(k) if getlist else [params[k]])] for k in params
-    }
+    return {str(k): [str(v) for v in (getlist(k) if getlist else [params[k]])] for k in params}
 
 
 def _error_text(exc: Exception) -> str:
@@ -555,8 +553,13 @@ CSS = (Path(__file__).with_name("ui.css")).read_text(encoding="utf-8")
 
 
 def theme() -> gr.themes.Base:
-    """System fonts only (nothing fetched from a font CDN); colours that pass WCAG AA contrast."""
-    return gr.themes.Soft(
+    """System fonts only (nothing fetched from a font CDN); colours that pass WCAG AA contrast.
+
+    One light palette in both colour schemes: the card and its tier colours are designed on light
+    backgrounds, and with Gradio's dark variables an escalation's actions were light text on a
+    light card, so a browser in dark mode would hide them.
+    """
+    base = gr.themes.Soft(
         primary_hue="blue",
         neutral_hue="slate",
         font=["system-ui", "-apple-system", "Segoe UI", "Roboto", "sans-serif"],
@@ -576,6 +579,12 @@ def theme() -> gr.themes.Base:
         link_text_color="*primary_700",
         link_text_color_visited="*primary_800",
     )
+    light = {
+        name: getattr(base, name.removesuffix("_dark"))
+        for name in vars(base)
+        if name.endswith("_dark") and hasattr(base, name.removesuffix("_dark"))
+    }
+    return base.set(**light)
 
 
 def _radio(text: present.Presentation, name: str, elem_id: str) -> gr.Radio:
