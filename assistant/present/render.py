@@ -80,10 +80,6 @@ def _text_finalize(value: Any) -> Any:
     return "" if value is None else value
 
 
-def _capitalise(value: str) -> str:
-    return value[:1].upper() + value[1:]
-
-
 def _environment(finalize: Any, autoescape: bool) -> Environment:
     env = Environment(
         loader=FileSystemLoader(TEMPLATES),
@@ -94,7 +90,6 @@ def _environment(finalize: Any, autoescape: bool) -> Environment:
         lstrip_blocks=True,
         keep_trailing_newline=False,
     )
-    env.filters["capitalise"] = _capitalise
     env.filters["md_link"] = md_link
     env.filters["md_links"] = md_links
     return env

@@ -21,11 +21,11 @@ from assistant.types import (
     Conflict,
     Evidence,
     Findings,
+    Origin,
     Recommendation,
     Versions,
 )
 
-Origin = Literal["text", "explicit", "history"]
 CardSource = Literal["question", "panel"]
 NoCardReason = Literal["out_of_scope", "no_management_question"]
 
@@ -470,10 +470,6 @@ def answer_view(
         disclaimer=answer.disclaimer,
         versions=answer.versions,
     )
-
-
-def panel_summary(panel: Mapping[str, str]) -> str:
-    return ", ".join(f"{k} = {v}" for k, v in panel.items())
 
 
 def all_citations(card: CardView) -> Sequence[CitationView]:
