@@ -97,41 +97,12 @@ def _assistant(args: argparse.Namespace) -> Any:
     return Assistant.from_settings(settings, build_index=settings.retriever != "bm25")
 
 
-def format_answer(answer: Any) -> str:
-    """Plain-text rendering for the terminal: narrative, citations, then the tier card."""
-    lines = [answer.text, ""]
-    for c in answer.citations:
-        ident = f"doi:{c.doi}" if c.doi else (f"PMID {c.pmid}" if c.pmid else c.source_id)
-        lines.append(
-            f"[{c.n}] {c.title} ({c.year or 'n.d.'}; {c.evidence_type}) — {c.section}. "
-            f"{ident} {c.url or ''}".rstrip()
-        )
-    rec = answer.recommendation
-    if rec is not None:
-        lines += [
-            "",
-            f"== Recommendation: {rec.label} [{rec.tier}] (rule {rec.rule_id}, "
-            f"rules {rec.rules_version})",
-        ]
-        lines += [f"  - {a}" for a in rec.actions]
-        for esc in rec.escalations:
-            lines += [f"  ! Escalation: {esc.label}"] + [f"    - {a}" for a in esc.actions]
-        if rec.caveats:
-            lines += ["  Caveats:"] + [f"    - {c}" for c in rec.caveats]
-        lines += ["  Basis:"] + [
-            f'    - {e.finding} = {e.value} ({e.origin}: "{e.text}")'
-            for e in answer.findings.evidence
-        ]
-        lines += ["  Sources:"] + [
-            f"    - {c.title} ({c.year}) — {c.section} {c.url or ''}".rstrip()
-            for c in rec.citations
-        ]
-    if answer.follow_up_questions:
-        lines += ["", "To decide, I need to know:"] + [
-            f"  ? {q}" for q in answer.follow_up_questions
-        ]
-    lines += ["", answer.disclaimer]
-    return "\n".join(lines)
+def format_answer(answer: Any, knowledge_dir: Path | None = None) -> str:
+    """The terminal's rendering of an answer, by the presentation layer like every other face."""
+    from assistant.present import cli_text, default_presentation, presentation_for
+
+    text = presentation_for(knowledge_dir) if knowledge_dir else default_presentation()
+    return cli_text(answer, text)
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
@@ -144,11 +115,12 @@ def cmd_ask(args: argparse.Namespace) -> int:
         findings["hemodynamic_instability"] = _yes_no(args.unstable)
     if args.intracardiac:
         findings["intracardiac_cement"] = _yes_no(args.intracardiac)
-    answer = _assistant(args).ask(args.question, findings=findings or None, surface="cli")
+    assistant = _assistant(args)
+    answer = assistant.ask(args.question, findings=findings or None, surface="cli")
     if args.json:
         _print_json(answer.to_json())
     else:
-        print(format_answer(answer))
+        print(format_answer(answer, assistant.settings.knowledge_dir))
     return 0
 
 
@@ -171,7 +143,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         except InputError as exc:
             print(f"error: {exc}")
             continue
-        print(format_answer(answer))
+        print(format_answer(answer, assistant.settings.knowledge_dir))
         history += [
             {"role": "user", "content": question},
             {"role": "assistant", "content": answer.text},
