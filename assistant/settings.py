@@ -89,6 +89,10 @@ class Settings(BaseSettings):
         return self.audit_db or self.data_dir / "audit.sqlite3"
 
     @property
+    def audit_spool_path(self) -> Path:
+        return self.audit_spool or self.data_dir / "audit-spool.jsonl"
+
+    @property
     def chroma_path(self) -> Path:
         return self.data_dir / "chroma"
 
