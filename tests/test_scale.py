@@ -80,7 +80,7 @@ class Stack:
         """Name -> Chroma id of every passage collection, and the active pointer."""
         client = open_client(Settings(chroma_url=self.chroma.url, data_dir=self.root / "x"))
         found = {c.name: str(c.id) for c in client.list_collections() if c.name.startswith("pce-")}
-        active = Registry(client, "pce").active()
+        active = Registry(client, "pce", create=False).active()
         found["(active)"] = active.collection if active else ""
         return found
 
@@ -402,7 +402,7 @@ def test_two_index_runs_and_four_workers_starting_together_end_with_one_active_c
         client = open_client(Settings(chroma_url=chroma.url, data_dir=tmp_path / "x"))
         passages = [c for c in client.list_collections() if c.name.startswith("pce-")]
         assert len(passages) == 1 and passages[0].metadata["complete"] is True
-        active = Registry(client, "pce").active()
+        active = Registry(client, "pce", create=False).active()
         assert active is not None and active.collection == passages[0].name
     finally:
         chroma.stop()

@@ -180,37 +180,48 @@ class Pointer:
 
 
 class Registry:
-    """``{prefix}.registry``: a record per fingerprint, plus ``active``; switched in one upsert."""
+    """``{prefix}.registry``: a record per fingerprint, plus ``active``; switched in one upsert.
 
-    def __init__(self, client: Any, prefix: str) -> None:
+    Readers (``create=False``) never write, not even an empty registry: none means no pointer.
+    """
+
+    def __init__(self, client: Any, prefix: str, *, create: bool = True) -> None:
         self.client = client
         self.name = f"{prefix}.{REGISTRY}"
+        self.create = create
         self._collection: Any = None
 
     def _get(self) -> Any:
         if self._collection is None:
-            # get_or_create is one server-side call, safe when two writers start together.
-            self._collection = self.client.get_or_create_collection(
-                self.name, embedding_function=None
-            )
+            if self.create:
+                # get_or_create is one server-side call, safe when two writers start together.
+                self._collection = self.client.get_or_create_collection(
+                    self.name, embedding_function=None
+                )
+            else:
+                self._collection = self.client.get_collection(self.name, embedding_function=None)
         return self._collection
 
-    def _call(self, fn: Callable[[Any], T]) -> T:
+    def _call(self, fn: Callable[[Any], T], missing: T) -> T:
         try:
             return fn(self._get())
-        except _not_found():  # the registry itself was removed (e.g. by hand): recreate it
+        except _not_found():  # no registry (yet), or removed by hand
             self._collection = None
+            if not self.create:
+                return missing
             return fn(self._get())
 
     def pointer(self, fingerprint: str) -> Pointer | None:
-        got = self._call(lambda c: c.get(ids=[fingerprint], include=["metadatas"]))
-        if not got["ids"]:
+        got = self._call(lambda c: c.get(ids=[fingerprint], include=["metadatas"]), None)
+        if not got or not got["ids"]:
             return None
         return _pointer(got["metadatas"][0])
 
     def pointers(self) -> list[Pointer]:
         """Every version's pointer, newest switch first."""
-        got = self._call(lambda c: c.get(include=["metadatas"]))
+        got = self._call(lambda c: c.get(include=["metadatas"]), None)
+        if not got:
+            return []
         found = [
             _pointer(meta)
             for record_id, meta in zip(got["ids"], got["metadatas"], strict=True)
@@ -235,12 +246,13 @@ class Registry:
                 metadatas=[meta, meta],
                 # Records need a vector; the registry is never queried, so a 1-d zero will do.
                 embeddings=[[0.0], [0.0]],
-            )
+            ),
+            None,
         )
 
     def drop(self, fingerprints: Sequence[str]) -> None:
         if fingerprints:
-            self._call(lambda c: c.delete(ids=list(fingerprints)))
+            self._call(lambda c: c.delete(ids=list(fingerprints)), None)
 
 
 def _pointer(meta: Any) -> Pointer:
@@ -294,7 +306,7 @@ class VectorIndex:
 
     @property
     def registry(self) -> Registry:
-        return Registry(self.client, self.prefix)
+        return Registry(self.client, self.prefix, create=False)  # a reader writes nothing
 
     @property
     def collection_id(self) -> str:
