@@ -121,6 +121,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer) ->
     chroma = ChromaServer(root / "chroma").start()
     database = "pce_scale"
     audit_url = postgres.create_database(database)
+    stack: Stack | None = None
     try:
         indexer = run_index(chroma.url, root / "data", root / "index.log")
         assert indexer.wait(timeout=600) == 0, (root / "index.log").read_text()
@@ -129,12 +130,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer) ->
             workers=2,
             env={"PCE_CHROMA_URL": chroma.url, "PCE_AUDIT_URL": audit_url},
         )
+        stack = Stack(root, chroma, postgres, database, serve)
         try:
             wait_healthy(serve, 600)
-            yield Stack(root, chroma, postgres, database, serve)
+            yield stack
         finally:
             stop_serve(serve)
     finally:
+        (stack.chroma if stack else chroma).stop()  # a fault test may have restarted it
         chroma.stop()
         if not postgres.running():
             postgres.start()
