@@ -32,7 +32,14 @@ TIERS: tuple[Tier, ...] = (
 EscalationId = Literal["hemodynamic_instability", "intracardiac_cement"]
 ESCALATIONS: tuple[EscalationId, ...] = ("hemodynamic_instability", "intracardiac_cement")
 EvidenceType = Literal[
-    "systematic review", "cohort", "case report", "in-vitro", "narrative/secondary", "user-supplied"
+    "systematic review",
+    "meta-analysis",
+    "cohort",
+    "case series",
+    "case report",
+    "in-vitro",
+    "narrative/secondary",
+    "user-supplied",
 ]
 Location = Literal["central", "peripheral"]
 FindingName = Literal[
@@ -186,9 +193,50 @@ class AskRequest(BaseModel):
 
 
 class Section(Frozen):
+    """A section of a user-supplied document (curated knowledge is held as claims)."""
+
     id: str = Field(description="Stable section id: '<source id>#<heading slug>'.")
     heading: str
     text: str
+
+
+YesNoValue = Literal["yes", "no"]
+
+
+class Population(Frozen):
+    """The group of patients a claim is about, in the decision table's terms (None: any)."""
+
+    symptomatic: YesNoValue | None = None
+    location: Location | None = None
+    intracardiac_cement: YesNoValue | None = None
+    hemodynamic_instability: YesNoValue | None = None
+
+    def conflicts(self, findings: Findings) -> tuple[str, ...]:
+        """The findings this population contradicts ('symptomatic', ...); unknowns never do."""
+        clashes: list[str] = []
+        for name, wanted in self.model_dump(exclude_none=True).items():
+            have = getattr(findings, name)
+            if have is None:
+                continue
+            value = have if isinstance(have, str) else ("yes" if have else "no")
+            if value != wanted:
+                clashes.append(name)
+        return tuple(clashes)
+
+
+class Claim(Frozen):
+    """One fact from one source, in our own words: the unit that is indexed, retrieved, cited."""
+
+    id: str = Field(description="Global id '<source id>#<claim id>'.")
+    source_id: str
+    text: str
+    locator: str = Field(description="Where in the source it was read (abstract, table 1...).")
+    topics: tuple[str, ...]
+    facts: tuple[str, ...] = Field(default=(), description="Dossier fact ids (F1...).")
+    population: Population | None = None
+    case: bool = Field(default=False, description="One patient's story (a case fact).")
+    via: str | None = Field(default=None, description="The study this source relays, if any.")
+    compares: tuple[str, ...] = Field(default=(), description="Source ids it compares with.")
 
 
 class Source(Frozen):
@@ -202,18 +250,30 @@ class Source(Frozen):
     evidence_type: EvidenceType
     url: str | None = None
     facts: tuple[str, ...] = Field(default=(), description="Dossier fact ids this source draws on.")
+    read: str | None = Field(default=None, description="What of the source could be read.")
     user_supplied: bool = False
-    sections: tuple[Section, ...] = ()
+    claims: tuple[Claim, ...] = Field(default=(), description="Curated knowledge: its claims.")
+    sections: tuple[Section, ...] = Field(default=(), description="User documents: sections.")
 
 
 class Passage(Frozen):
-    """One retrieval unit: a section, or a piece of a long section."""
+    """One retrieval unit: a claim of the curated knowledge, or a piece of a user document."""
 
-    id: str = Field(description="'<section id>' or '<section id>~<n>' for later pieces.")
+    id: str = Field(
+        description="Claim id '<source id>#<claim id>'; for a user document '<section id>' or "
+        "'<section id>~<n>' for later pieces."
+    )
+    kind: Literal["claim", "section"] = "section"
     source_id: str
-    section_id: str
-    section: str = Field(description="Section heading.")
+    section_id: str = Field(description="The claim id, or the user document's section id.")
+    section: str = Field(description="Where it was read: the claim's locator, or the heading.")
     text: str
+    locator: str | None = None
+    topics: tuple[str, ...] = ()
+    population: Population | None = None
+    case: bool = False
+    via: str | None = None
+    authors: tuple[str, ...] = ()
     title: str
     year: int | None = None
     doi: str | None = None
@@ -238,10 +298,22 @@ class Citation(Frozen):
     doi: str | None = None
     pmid: str | None = None
     url: str | None = None
-    passage_id: str
-    section: str
-    snippet: str
+    passage_id: str = Field(description="The claim id (or a user document's passage id).")
+    section: str = Field(description="Where it was read: the claim's locator, or the heading.")
+    snippet: str = Field(description="The claim's text (or an excerpt of the passage).")
     evidence_type: EvidenceType
+    locator: str | None = Field(default=None, description="Where in the source the claim is.")
+    via: str | None = Field(default=None, description="The study the source relays, if any.")
+    user_supplied: bool = False
+
+    @property
+    def identifier(self) -> str:
+        """DOI, else PMID, else the URL with a note that no identifier is recorded."""
+        if self.doi:
+            return f"doi:{self.doi}"
+        if self.pmid:
+            return f"PMID {self.pmid}"
+        return f"{self.url or self.source_id} (no DOI or PMID recorded)"
 
 
 class Evidence(Frozen):
@@ -305,12 +377,31 @@ class TraceStep(Frozen):
     matched: bool
 
 
+CertaintyLevel = Literal["very low", "low", "moderate", "high"]
+
+
+class Certainty(Frozen):
+    """GRADE-like certainty of the evidence behind a row, with its basis and who appraised it."""
+
+    level: CertaintyLevel
+    basis: str = Field(min_length=1)
+    appraisal: Literal["tool", "source"] = Field(
+        description="'tool': this tool's own appraisal (no cited source grades the evidence)."
+    )
+
+    @property
+    def statement(self) -> str:
+        who = "this tool's appraisal" if self.appraisal == "tool" else "as graded by the source"
+        return f"Certainty of evidence: {self.level} — {self.basis} ({who})"
+
+
 class Escalation(Frozen):
     id: EscalationId
     label: str
     actions: tuple[str, ...]
     rationale: str
     citations: tuple[Citation, ...]
+    certainty: Certainty | None = None
 
 
 class Recommendation(Frozen):
@@ -323,6 +414,7 @@ class Recommendation(Frozen):
     caveats: tuple[str, ...] = ()
     escalations: tuple[Escalation, ...] = ()
     citations: tuple[Citation, ...] = ()
+    certainty: Certainty | None = None
     missing: tuple[MissingFinding, ...] = ()
     inputs: dict[str, str] = Field(
         default_factory=dict, description="The table inputs as evaluated ('yes'/'no'/'unknown'...)."

@@ -38,8 +38,8 @@ class Disagreements(BaseModel):
         ]
 
 
-def load_disagreements(path: Path, known_sections: set[str]) -> Disagreements:
-    """Every placeholder must name an existing knowledge section; every trigger must compile."""
+def load_disagreements(path: Path, known_claims: set[str]) -> Disagreements:
+    """Every placeholder must name an existing knowledge claim; every trigger must compile."""
     try:
         data = Disagreements.model_validate(load_yaml(path.read_text(encoding="utf-8")))
     except (OSError, yaml.YAMLError, ValidationError) as exc:
@@ -52,9 +52,9 @@ def load_disagreements(path: Path, known_sections: set[str]) -> Disagreements:
             except re.error as exc:
                 problems.append(f"topic '{topic.id}': trigger {pattern!r} is not a regex: {exc}")
         problems += [
-            f"topic '{topic.id}': citation '{sid}' does not resolve to a knowledge section"
+            f"topic '{topic.id}': citation '{sid}' does not resolve to a knowledge claim"
             for sid in topic.section_ids
-            if sid not in known_sections
+            if sid not in known_claims
         ]
     if problems:
         raise RulesError(problems, path)

@@ -2,7 +2,7 @@
 
 The table is data (``knowledge/rules.yaml``), checked completely when it is loaded: unknown fields
 and values (with a "did you mean"), duplicate ids, citations that do not resolve to a knowledge
-section, and -- exhaustively over every combination of input values -- gaps and overlaps.
+claim, and -- exhaustively over every combination of input values -- gaps and overlaps.
 ``RuleTable.recommend`` is then a pure lookup that returns the tier together with its trace.
 """
 
@@ -23,9 +23,12 @@ import yaml
 
 from assistant.data import load_yaml
 from assistant.errors import RulesError
+from pydantic import ValidationError
+
 from assistant.types import (
     ESCALATIONS,
     TIERS,
+    Certainty,
     Citation,
     Escalation,
     FindingName,
@@ -33,7 +36,6 @@ from assistant.types import (
     Frozen,
     MissingFinding,
     Recommendation,
-    Source,
     Tier,
     TraceStep,
 )
@@ -42,7 +44,6 @@ __all__ = ["Overlay", "Rule", "RuleTable", "check_rules", "load_rules"]
 
 UNKNOWN = "unknown"
 HIT_POLICIES = ("unique",)
-SNIPPET_CHARS = 240
 MAX_LISTED = 12  # longer lists of choices (e.g. every source id) only get the suggestion
 
 TOP_FIELDS = (
@@ -50,9 +51,12 @@ TOP_FIELDS = (
     "rows", "escalations", "missing",
 )
 REQUIRED_TOP = ("version", "hit_policy", "inputs", "location_convention", "rows", "missing")
-ROW_FIELDS = ("id", "when", "tier", "label", "actions", "rationale", "caveats", "citations")
+ROW_FIELDS = (
+    "id", "when", "tier", "label", "actions", "rationale", "caveats", "citations", "certainty",
+)
 REQUIRED_ROW = ("id", "when", "tier", "label", "actions", "rationale", "citations")
-OVERLAY_FIELDS = ("id", "when", "label", "actions", "rationale", "citations")
+OVERLAY_FIELDS = ("id", "when", "label", "actions", "rationale", "citations", "certainty")
+REQUIRED_OVERLAY = ("id", "when", "label", "actions", "rationale", "citations")
 MISSING_FIELDS = ("question", "conflict", "unclear", "ask_when")
 # Placeholders each question template may use, and the ones it must use.
 TEMPLATE_FIELDS = {"question": (), "conflict": ("spans",), "unclear": ("term",)}
@@ -87,6 +91,7 @@ class Rule(Frozen):
     rationale: str
     caveats: tuple[str, ...] = ()
     citations: tuple[Citation, ...] = ()
+    certainty: Certainty | None = None
 
 
 class Overlay(Frozen):
@@ -98,6 +103,7 @@ class Overlay(Frozen):
     actions: tuple[str, ...]
     rationale: str
     citations: tuple[Citation, ...] = ()
+    certainty: Certainty | None = None
 
     def escalation(self) -> Escalation:
         return Escalation.model_validate(
@@ -107,6 +113,7 @@ class Overlay(Frozen):
                 "actions": self.actions,
                 "rationale": self.rationale,
                 "citations": self.citations,
+                "certainty": self.certainty,
             }
         )
 
@@ -125,34 +132,6 @@ def _value(raw: Any) -> Any:
     if isinstance(raw, bool):
         return "yes" if raw else "no"
     return raw
-
-
-def _snippet(text: str) -> str:
-    text = " ".join(text.split())
-    if len(text) <= SNIPPET_CHARS:
-        return text
-    cut = text.rfind(" ", 0, SNIPPET_CHARS)
-    return text[: cut if cut > 0 else SNIPPET_CHARS].rstrip(" ,;:") + "…"
-
-
-def _citation_index(sources: Mapping[str, Source]) -> dict[str, Citation]:
-    index: dict[str, Citation] = {}
-    for source in sources.values():
-        for section in source.sections:
-            index[section.id] = Citation(
-                n=0,
-                source_id=source.id,
-                title=source.title,
-                year=source.year,
-                doi=source.doi,
-                pmid=source.pmid,
-                url=source.url,
-                passage_id=section.id,
-                section=section.heading,
-                snippet=_snippet(section.text),
-                evidence_type=source.evidence_type,
-            )
-    return index
 
 
 @dataclass
@@ -254,14 +233,14 @@ def _parse_when(chk: _Check, where: str, raw: Any,
 
 
 def _parse_citations(chk: _Check, where: str, data: Mapping[str, Any],
-                     index: Mapping[str, Citation],
-                     sources: Mapping[str, Source]) -> tuple[Citation, ...]:
+                     index: Mapping[str, Citation]) -> tuple[Citation, ...]:
     raw = data.get("citations", [])
     if not isinstance(raw, list) or not all(isinstance(c, str) for c in raw):
-        chk.add(where, "'citations' must be a list of '<source id>#<section slug>' strings")
+        chk.add(where, "'citations' must be a list of '<source id>#<claim id>' strings")
         return ()
     if not raw and "citations" in data:
-        chk.add(where, "'citations' must not be empty: every row cites the sections it rests on")
+        chk.add(where, "'citations' must not be empty: every row cites the claims it rests on")
+    sources = sorted({cid.partition("#")[0] for cid in index})
     cites: list[Citation] = []
     for ref in raw:
         if ref in index:
@@ -269,17 +248,30 @@ def _parse_citations(chk: _Check, where: str, data: Mapping[str, Any],
             continue
         source_id, sep, _ = ref.partition("#")
         if not sep:
-            chk.add(where, f"citation '{ref}' is not of the form '<source id>#<section slug>'")
+            chk.add(where, f"citation '{ref}' is not of the form '<source id>#<claim id>'")
         elif source_id not in sources:
             chk.add(where, f"citation '{ref}': unknown source '{source_id}'"
-                    f"{_suggest(source_id, sorted(sources))}")
+                    f"{_suggest(source_id, sources)}")
         else:
-            sections = [s.id for s in sources[source_id].sections]
-            chk.add(where, f"citation '{ref}' does not resolve to a section of '{source_id}'"
-                    f"{_suggest(ref, sections)}")
+            claims = [c for c in index if c.startswith(f"{source_id}#")]
+            chk.add(where, f"citation '{ref}' does not resolve to a claim of '{source_id}'"
+                    f"{_suggest(ref, claims)}")
     if len(set(raw)) != len(raw):
-        chk.add(where, "'citations' lists a section twice")
+        chk.add(where, "'citations' lists a claim twice")
     return tuple(cites)
+
+
+def _parse_certainty(chk: _Check, where: str, data: Mapping[str, Any]) -> Certainty | None:
+    """The row's certainty of evidence (level, basis, appraisal), if it states one."""
+    if "certainty" not in data:
+        return None
+    try:
+        return Certainty.model_validate(data["certainty"])
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        chk.add(where, f"'certainty{'.' + field if field else ''}': {err['msg']}")
+        return None
 
 
 Templates = dict[str, dict[str, str]]
@@ -385,8 +377,7 @@ def _read(path: Path, chk: _Check) -> tuple[bytes, Any]:
 
 
 def _parse_rows(chk: _Check, raw_rows: Any, inputs: Mapping[str, tuple[str, ...]],
-                index: Mapping[str, Citation], sources: Mapping[str, Source],
-                seen: set[str]) -> tuple[list[Rule], bool]:
+                index: Mapping[str, Citation], seen: set[str]) -> tuple[list[Rule], bool]:
     """The rows that are valid, and whether every row was."""
     rows: list[Rule] = []
     all_ok = True
@@ -412,18 +403,19 @@ def _parse_rows(chk: _Check, raw_rows: Any, inputs: Mapping[str, tuple[str, ...]
         rationale = chk.text(where, raw, "rationale")
         actions = chk.texts(where, raw, "actions")
         caveats = chk.texts(where, raw, "caveats", required=False)
-        citations = _parse_citations(chk, where, raw, index, sources)
+        citations = _parse_citations(chk, where, raw, index)
+        certainty = _parse_certainty(chk, where, raw)
         if when is not None and tier in TIERS and isinstance(rid, str) and label and rationale:
             rows.append(Rule(id=rid, when=when, tier=tier, label=label, actions=actions,
-                             rationale=rationale, caveats=caveats, citations=citations))
+                             rationale=rationale, caveats=caveats, citations=citations,
+                             certainty=certainty))
         else:
             all_ok = False
     return rows, all_ok
 
 
 def _parse_overlays(chk: _Check, raw_overlays: Any, inputs: Mapping[str, tuple[str, ...]],
-                    index: Mapping[str, Citation], sources: Mapping[str, Source],
-                    seen: set[str]) -> list[Overlay]:
+                    index: Mapping[str, Citation], seen: set[str]) -> list[Overlay]:
     overlays: list[Overlay] = []
     for i, raw in enumerate(raw_overlays):
         oid = raw.get("id") if isinstance(raw, dict) else None
@@ -431,7 +423,7 @@ def _parse_overlays(chk: _Check, raw_overlays: Any, inputs: Mapping[str, tuple[s
         if not isinstance(raw, dict):
             chk.add(where, "must be a mapping")
             continue
-        chk.fields(where, raw, OVERLAY_FIELDS, OVERLAY_FIELDS)
+        chk.fields(where, raw, OVERLAY_FIELDS, REQUIRED_OVERLAY)
         if oid not in ESCALATIONS:
             chk.add(where, f"unknown escalation id '{oid}'{_suggest(str(oid), ESCALATIONS)}")
         elif oid in seen:
@@ -444,10 +436,12 @@ def _parse_overlays(chk: _Check, raw_overlays: Any, inputs: Mapping[str, tuple[s
         label = chk.text(where, raw, "label")
         rationale = chk.text(where, raw, "rationale")
         actions = chk.texts(where, raw, "actions")
-        citations = _parse_citations(chk, where, raw, index, sources)
+        citations = _parse_citations(chk, where, raw, index)
+        certainty = _parse_certainty(chk, where, raw)
         if when and oid in ESCALATIONS and label and rationale:
             overlays.append(Overlay(id=oid, when=when, label=label, actions=actions,
-                                    rationale=rationale, citations=citations))
+                                    rationale=rationale, citations=citations,
+                                    certainty=certainty))
     return overlays
 
 
@@ -459,7 +453,7 @@ def _list_field(chk: _Check, doc: Mapping[str, Any], key: str) -> list[Any]:
     return value
 
 
-def _build(path: Path, sources: Mapping[str, Source]) -> tuple[RuleTable | None, list[str]]:
+def _build(path: Path, citations: Mapping[str, Citation]) -> tuple[RuleTable | None, list[str]]:
     chk = _Check(path.name)
     data, doc = _read(path, chk)
     if not isinstance(doc, dict):
@@ -484,12 +478,11 @@ def _build(path: Path, sources: Mapping[str, Source]) -> tuple[RuleTable | None,
     for name in sorted(set(inputs) & set(overlay_inputs)):
         chk.add("escalation_inputs", f"'{name}' is already a table input; escalations never "
                 "decide the tier, so their inputs must be separate")
-    index = _citation_index(sources)
+    index = citations
     seen: set[str] = set()
-    rows, all_rows_ok = _parse_rows(chk, _list_field(chk, doc, "rows"), inputs, index, sources,
-                                    seen)
+    rows, all_rows_ok = _parse_rows(chk, _list_field(chk, doc, "rows"), inputs, index, seen)
     overlays = _parse_overlays(chk, _list_field(chk, doc, "escalations"), overlay_inputs, index,
-                               sources, seen)
+                               seen)
     missing, ask_when = (_parse_missing(chk, doc["missing"], inputs, overlay_inputs)
                          if "missing" in doc else ({}, {}))
     if inputs_ok:
@@ -513,18 +506,21 @@ def _build(path: Path, sources: Mapping[str, Source]) -> tuple[RuleTable | None,
     return table, []
 
 
-def load_rules(path: Path, sources: Mapping[str, Source]) -> RuleTable:
-    """Load and check the decision table; raise ``RulesError`` listing every problem found."""
+def load_rules(path: Path, citations: Mapping[str, Citation]) -> RuleTable:
+    """Load and check the decision table; raise ``RulesError`` listing every problem found.
+
+    ``citations`` maps each knowledge claim id to its Citation (``KnowledgeBase.citations()``).
+    """
     path = Path(path)
-    table, problems = _build(path, sources)
+    table, problems = _build(path, citations)
     if table is None:
         raise RulesError(problems, path)
     return table
 
 
-def check_rules(path: Path, sources: Mapping[str, Source]) -> list[str]:
+def check_rules(path: Path, citations: Mapping[str, Citation]) -> list[str]:
     """The checks of ``load_rules``, returned instead of raised (``pce-assistant rules check``)."""
-    return _build(Path(path), sources)[1]
+    return _build(Path(path), citations)[1]
 
 
 # ---------------------------------------------------------------------------------------- engine
@@ -685,6 +681,7 @@ class RuleTable:
             caveats=rule.caveats,
             escalations=outcome.escalations,
             citations=rule.citations,
+            certainty=rule.certainty,
             missing=tuple(missing),
             inputs=values,
             trace=outcome.trace,
