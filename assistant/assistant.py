@@ -36,6 +36,7 @@ from assistant.types import (
     Answer,
     ExplicitFindings,
     Findings,
+    NarrativeSentence,
     Passage,
     Recommendation,
     Source,
@@ -421,6 +422,10 @@ class Assistant(Runnable[Any, Answer]):
             findings=resolved,
             follow_up_questions=follow_ups,
             passages=(*passages, *cited_extra),
+            sentences=tuple(
+                NarrativeSentence(text=x.text, role=x.role, cites=x.cites)
+                for x in composed.sentences
+            ),
             disclaimer=DISCLAIMER,
             versions=self.versions,
             notes=tuple(notes),

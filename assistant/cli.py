@@ -112,10 +112,11 @@ def format_answer(answer: Any) -> str:
     """Plain-text rendering for the terminal: narrative, citations, then the tier card."""
     lines = [answer.text, ""]
     for c in answer.citations:
-        ident = f"doi:{c.doi}" if c.doi else (f"PMID {c.pmid}" if c.pmid else c.source_id)
+        via = f" (relays {c.via})" if c.via else ""
+        url = f" {c.url}" if c.url and (c.doi or c.pmid) else ""
         lines.append(
-            f"[{c.n}] {c.title} ({c.year or 'n.d.'}; {c.evidence_type}) — {c.section}. "
-            f"{ident} {c.url or ''}".rstrip()
+            f"[{c.n}] {c.title} ({c.year or 'n.d.'}; {c.evidence_type}) — {c.section}{via}. "
+            f"{c.identifier}{url}"
         )
     rec = answer.recommendation
     if rec is not None:
@@ -125,6 +126,8 @@ def format_answer(answer: Any) -> str:
             f"rules {rec.rules_version})",
         ]
         lines += [f"  - {a}" for a in rec.actions]
+        if rec.certainty is not None:
+            lines.append(f"  {rec.certainty.statement}")
         for esc in rec.escalations:
             lines += [f"  ! Escalation: {esc.label}"] + [f"    - {a}" for a in esc.actions]
         if rec.caveats:

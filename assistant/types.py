@@ -434,6 +434,17 @@ class Versions(Frozen):
     )
 
 
+class NarrativeSentence(Frozen):
+    """A sentence of the extractive narrative and the claims it rests on."""
+
+    text: str = Field(description="As composed, without its [n] markers.")
+    role: Literal["tier", "claim", "note"] = Field(
+        description="'tier': this patient's tier from the table; 'claim': one claim; "
+        "'note': a 'sources disagree' note citing several claims."
+    )
+    cites: tuple[str, ...] = Field(default=(), description="Claim (passage) ids it cites.")
+
+
 class Answer(Frozen):
     id: str = Field(
         default_factory=lambda: uuid.uuid4().hex, description="For feedback and the audit trail."
@@ -447,6 +458,11 @@ class Answer(Frozen):
     follow_up_questions: tuple[str, ...] = ()
     passages: tuple[Passage, ...] = Field(
         default=(), description="What retrieval returned, ranked."
+    )
+    sentences: tuple[NarrativeSentence, ...] = Field(
+        default=(),
+        description="The extractive narrative's sentences and their claims (before any LLM "
+        "re-phrasing), so attribution can be checked structurally.",
     )
     disclaimer: str = ""
     versions: Versions

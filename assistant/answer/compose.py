@@ -4,8 +4,8 @@ Extractive and deterministic (DESIGN §3a). The parts:
 
 1. For a question about a patient (the rules table gave a recommendation and the question states
    a finding), one plain sentence with THIS patient's tier, templated from the recommendation's
-   data. A management question that states no finding is answered by the evidence first; the
-   table's need for findings follows as the second sentence.
+   data. A management question that states no finding, or a knowledge question that mentions
+   one, is answered by the evidence first; the table's sentence closes the narrative.
 2. The claims that answer the question, best first: the claims of the patient's cell of the table
    (``key_points.yaml`` ``cells``, the rule's own citations first), the key points of the kinds
    the question is routed to, the claims of a source the question names, and what retrieval
@@ -43,6 +43,8 @@ GENERIC_CELL_PRIOR = 0.7  # the cell of a management question that states no fin
 PRIMARY_KIND_PRIOR = 1.2  # key points of the kind the question is routed to first
 OTHER_KIND_PRIOR = 0.6
 NAMED_SOURCE_PRIOR = 1.3  # every claim of a source the question names
+OTHER_SOURCE_FACTOR = 0.6  # ... and claims of other sources count less then
+TOPIC_PRIOR = (0.5, 0.25)  # a claim on a topic of the first / second kind routed to
 RETRIEVAL_PRIOR = 1.0
 STEP = 0.07  # lower priors further down an ordered list
 RETRIEVAL_DECAY = 0.3
@@ -70,6 +72,12 @@ NUMBER_RE = re.compile(r"\d")
 # about a claim saying "long after").
 QUESTION_WORDS_RE = re.compile(
     r"\bhow\s+(?:often|common|frequent(?:ly)?|long|many|much|soon|late|likely)\b", re.IGNORECASE
+)
+# Verbs that ask what a named source said: they pick no fact of it.
+LITERATURE_VERBS_RE = re.compile(
+    r"\b(?:recommend|say|said|says|find|found|report|suggest|advise|propose|conclude|think|"
+    r"describe|state|identif|argue|write|wrote)\w*",
+    re.IGNORECASE,
 )
 # A case claim that already says it is a case needs no introduction.
 SAYS_CASE_RE = re.compile(r"^\W*(?:\w+\W+){0,6}?case\b", re.IGNORECASE)
@@ -198,6 +206,8 @@ class Composer:
         findings: Findings | None,
         routes: Sequence[Route],
         named: Sequence[str],
+        *,
+        cell_leads: bool,
     ) -> dict[str, _Unit]:
         units: dict[str, _Unit] = {}
         definite = rec is not None and rec.tier != "needs_information"
@@ -219,8 +229,7 @@ class Composer:
             rule_cited = {c.passage_id for c in rec.citations}
             cell = list(cells.get(rec.rule_id, ()))
             ordered = [c for c in cell if c in rule_cited] + [c for c in cell if c not in rule_cited]
-            stated = findings is not None and findings.has_clinical_finding()
-            base = CELL_PRIOR if definite or stated else GENERIC_CELL_PRIOR
+            base = CELL_PRIOR if cell_leads else GENERIC_CELL_PRIOR
             for i, claim_id in enumerate(ordered):
                 bonus = RULE_CITED_BONUS if claim_id in rule_cited else 0.0
                 add(self.by_id.get(claim_id), base + bonus - STEP * i)
@@ -228,7 +237,7 @@ class Composer:
                 for i, claim_id in enumerate(cells.get(escalation.id, ())):
                     add(self.by_id.get(claim_id), ESCALATION_PRIOR - STEP * i)
         for r, route in enumerate(routes[:ROUTES_USED]):
-            if definite and route.kind.id == "management":
+            if definite and cell_leads and route.kind.id == "management":
                 continue  # the patient's cell answers the management question
             base = PRIMARY_KIND_PRIOR if r == 0 else OTHER_KIND_PRIOR / r
             for i, claim_id in enumerate(route.kind.key_points):
@@ -240,6 +249,18 @@ class Composer:
         for rank, passage in enumerate(retrieved):
             prior = RETRIEVAL_PRIOR / (1 + RETRIEVAL_DECAY * rank)
             add(self.by_id.get(passage.id, passage), prior)
+        # A claim on the topic the question is routed to (cues only: a kind found by word
+        # overlap alone is too weak a signal to promote every claim of its topics).
+        for r, route in enumerate([r for r in routes if r.cues][: len(TOPIC_PRIOR)]):
+            wanted = set(route.kind.topics)
+            for unit in units.values():
+                if wanted & set(unit.passage.topics):
+                    unit.priors.append(TOPIC_PRIOR[r])
+        if named:
+            cell_ids = set(cells.get(rec.rule_id, ())) if rec is not None else set()
+            for unit in units.values():
+                if unit.passage.source_id not in named and unit.passage.id not in cell_ids:
+                    unit.priors[:] = [p * OTHER_SOURCE_FACTOR for p in unit.priors]
         return units
 
     def _allowed(self, unit: _Unit, rec: Recommendation | None, findings: Findings | None) -> bool:
@@ -332,22 +353,33 @@ class Composer:
         rec = recommendation
         stated = findings is not None and findings.has_clinical_finding()
         definite = rec is not None and rec.tier != "needs_information"
+        asks = findings is not None and findings.asks_management
+        # A question whose cues route it to a kind other than management, and that does not ask
+        # what to do, is a knowledge question even when it mentions a finding ("typical
+        # features of symptomatic PCE?"): the evidence leads, the tier follows.
+        cued = [r.kind.id for r in routes if r.cues]
+        knowledge_focus = bool(cued) and cued[0] != "management" and not asks
         # About this patient: the tier leads. A management question that states no finding at
         # all is answered by the evidence first; the table's need for findings follows it.
-        about_patient = rec is not None and (definite or stated)
+        about_patient = rec is not None and (definite or stated) and not knowledge_focus
         notes = self.relevant_topics(topics, rec, routes)
         noted = {cid for t in notes for cid in t.section_ids}
         units = [
             u
-            for u in self._candidates(retrieved, rec, findings, routes, named).values()
+            for u in self._candidates(
+                retrieved, rec, findings, routes, named, cell_leads=about_patient
+            ).values()
             if self._allowed(u, rec, findings)
         ]
         if notes:
             limit = MAX_CLAIMS_WITH_NOTE
         else:
             limit = MAX_CLAIMS_WITH_TIER if rec is not None else MAX_CLAIMS
-        query = set(terms(QUESTION_WORDS_RE.sub(" ", question)))
-        for source_id in named:  # the name picks the source; the rest of the question the fact
+        asked = QUESTION_WORDS_RE.sub(" ", question)
+        if named:  # the name picks the source; the rest of the question picks the fact
+            asked = LITERATURE_VERBS_RE.sub(" ", asked)
+        query = set(terms(asked))
+        for source_id in named:
             query -= self.name_terms.get(source_id, set())
         chosen = self._select(
             query,
@@ -360,8 +392,10 @@ class Composer:
         )
         sentences = [Sentence(self.sentence_text(u), (u.passage.id,), "claim") for u in chosen]
         if rec is not None:
+            # About this patient, the tier is the answer; otherwise the evidence answers and
+            # the table's need for findings closes the narrative.
             tier = Sentence(tier_sentence(rec), (), "tier")
-            sentences.insert(0 if about_patient or not sentences else 1, tier)
+            sentences.insert(0 if about_patient else len(sentences), tier)
         for topic in notes:
             note = re.sub(r"\s+", " ", topic.note).strip()
             sentences.append(Sentence(note, tuple(topic.section_ids), "note"))

@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
+from functools import lru_cache
+
+import snowballstemmer
 
 WORD_RE = re.compile(r"[a-z0-9]+(?:\.\d+)?%?")
 STOPWORDS = frozenset(
@@ -19,9 +22,22 @@ SENTENCE_RE = re.compile(
 )
 
 
+_STEMMER = snowballstemmer.stemmer("english")
+
+
+@lru_cache(maxsize=50_000)
+def stem(word: str) -> str:
+    """Snowball stem cut to 6 letters: died/die, predictors/predict, symptoms/symptomatic;
+    a Latin plural in -i folds too (emboli/embolism)."""
+    root = _STEMMER.stemWord(word)
+    if len(root) > 4 and root.endswith("i") and root.isalpha():
+        root = root[:-1]
+    return root[:6]
+
+
 def terms(text: str) -> list[str]:
-    """Content words, folded to a 6-letter stem (embolism/emboli, anticoagulate/-ation)."""
-    return [w[:6] for w in WORD_RE.findall(text.lower()) if w not in STOPWORDS]
+    """Content words as stems (see ``stem``), stopwords left out."""
+    return [stem(w) for w in WORD_RE.findall(text.lower()) if w not in STOPWORDS]
 
 
 def split_sentences(text: str) -> list[str]:

@@ -22,6 +22,7 @@ class _Name:
     pattern: re.Pattern[str]
     source_id: str
     year: int | None
+    needs_year: bool = False  # a journal names a source only together with its year
 
 
 class SourceMentions:
@@ -39,17 +40,29 @@ class SourceMentions:
                 # Surnames are matched as capitalised words ("Kim", not "kim"); aliases too.
                 pattern = re.compile(rf"(?<![\w'-]){re.escape(word)}(?![\w-])")
                 names.append(_Name(pattern, source.id, source.year))
+            if source.journal and source.year:
+                # "the Spine 2004 case", "World Neurosurg 2017", "AJNR 2011": the journal (or
+                # its leading acronym) followed by the year.
+                forms = {source.journal}
+                head = source.journal.split()[0]
+                if len(head) >= 3 and head.isupper():
+                    forms.add(head)
+                for form in forms:
+                    pattern = re.compile(rf"(?<![\w-]){re.escape(form)}(?![\w-])", re.IGNORECASE)
+                    names.append(_Name(pattern, source.id, source.year, needs_year=True))
         return cls(names)
 
     def find(self, text: str) -> list[str]:
-        """Ids of the sources the text names, in order of first mention; a year given next to
-        a name keeps only the sources of that year."""
+        """Ids of the sources the text names, in order of first mention; a year next to a name
+        (before or after it) keeps only the sources of that year."""
         hits: list[tuple[int, str]] = []
         for name in self.names:
             for found in name.pattern.finditer(text):
-                window = text[found.end() : found.end() + 12]
+                window = text[max(0, found.start() - 12) : found.end() + 12]
                 years = [int(y) for y in YEAR_RE.findall(window)]
                 if years and name.year is not None and name.year not in years:
+                    continue
+                if name.needs_year and name.year not in years:
                     continue
                 hits.append((found.start(), name.source_id))
                 break

@@ -78,6 +78,9 @@ def safe_url(url: str | None) -> str | None:
     return url.strip() if parts.scheme in ("http", "https") and parts.netloc else None
 
 
+NO_IDENTIFIER = "no DOI or PMID recorded"
+
+
 def citation_links(c: Citation) -> list[tuple[str, str]]:
     """(label, url) pairs for a citation: DOI, PubMed, then the source URL if it is another page."""
     links: list[tuple[str, str]] = []
@@ -125,6 +128,10 @@ def citations_markdown(citations: Sequence[Citation]) -> str:
         links = " · ".join(md_link(label, url) for label, url in citation_links(c))
         head = f"**[{c.n}]** {md_text(c.title)} ({c.year or 'n.d.'}) — *{md_text(c.evidence_type)}*"
         where = f"§ {md_text(c.section)}" + (f" · {links}" if links else "")
+        if c.via:
+            where += f" · relays {md_text(c.via)}"
+        if not (c.doi or c.pmid) and not c.user_supplied:
+            where += f" · {NO_IDENTIFIER}"
         blocks.append(f"{head}  \n{where}\n> {md_text(c.snippet)}")
     return "\n\n".join(blocks)
 
@@ -252,6 +259,8 @@ def _citation_list(citations: Sequence[Citation]) -> str:
         c = group[0]
         sections = "; ".join(f"§ {esc(g.section)}" for g in group)
         links = _html_links(c)
+        if not (c.doi or c.pmid) and not c.user_supplied:
+            links += f' <span class="pce-muted">({NO_IDENTIFIER})</span>
         items.append(
             f'<li><span class="pce-cite-title">{esc(c.title)}</span> '
             f'<span class="pce-muted">({esc(c.year or "n.d.")}; {esc(c.evidence_type)})</span>'
@@ -310,6 +319,8 @@ def card_html(
     parts.append(
         f'<ul class="pce-actions">{"".join(f"<li>{esc(a)}</li>" for a in rec.actions)}</ul>'
     )
+    if rec.certainty is not None:
+        parts.append(f'<div class="pce-certainty">{esc(rec.certainty.statement)}</div>')
     parts.append(_basis_html(rec, findings, versions, source))
     if rec.caveats:
         parts.append('<div class="pce-section">Caveats</div>')

@@ -167,6 +167,8 @@ def _link(c: Citation) -> str:
 def card_detail(rec: Recommendation, findings: Findings) -> str:
     lines = [f"**{rec.label}** (`{rec.tier}`, rule `{rec.rule_id}`, rules {rec.rules_version})", ""]
     lines += [f"- {a}" for a in rec.actions]
+    if rec.certainty is not None:
+        lines += ["", f"_{rec.certainty.statement}_"]
     for esc in rec.escalations:
         lines += ["", f"**Escalation: {esc.label}**"] + [f"- {a}" for a in esc.actions]
     if rec.missing:
