@@ -165,8 +165,9 @@ def test_changed_knowledge_file_gives_a_new_collection_and_removes_the_old(
 ) -> None:
     settings = Settings(knowledge_dir=knowledge_copy, data_dir=tmp_path / "data")
     old = Assistant.from_settings(settings, embedder=HashEmbedder(), audit=False)
-    source = knowledge_copy / "sources" / "krueger-2009.md"
-    source.write_text(source.read_text(encoding="utf-8") + "\nA reviewed addition.\n",
+    source = knowledge_copy / "sources" / "krueger-2009.yaml"
+    text = source.read_text(encoding="utf-8")
+    source.write_text(text.replace("found no established standard", "found no standard"),
                       encoding="utf-8")
     new = Assistant.from_settings(settings, embedder=HashEmbedder(), audit=False)
     assert new.versions.index != old.versions.index
@@ -307,14 +308,17 @@ def test_model_directory_that_cannot_be_loaded_is_a_clear_error(tmp_path: Path) 
          "evidence_type"),
         (lambda t: t.replace('doi: "10.1007/s00586-009-1073-y"', 'doi: "doi:10.1007/x"'), "doi"),
         (lambda t: t.replace("year: 2009", "year: 2009\nreviewer: someone"), "reviewer"),
-        (lambda t: t.replace("---\n", "---\ntitle: [unclosed\n", 1), "front matter"),
+        (lambda t: t.replace("claims:\n", "claims: [unclosed\n", 1), "file"),
+        (lambda t: t.replace("    topics: [evidence-base, management]",
+                             "    topics: [evidence-bass, management]", 1),
+         "claims['no-standard']"),
     ],
-    ids=["unknown-evidence-type", "malformed-doi", "unknown-field", "bad-yaml"],
+    ids=["unknown-evidence-type", "malformed-doi", "unknown-field", "bad-yaml", "unknown-topic"],
 )
 def test_malformed_knowledge_source_fails_at_start_naming_file_and_field(
     knowledge_copy: Path, tmp_path: Path, edit: Callable[[str], str], field: str
 ) -> None:
-    path = knowledge_copy / "sources" / "krueger-2009.md"
+    path = knowledge_copy / "sources" / "krueger-2009.yaml"
     original = path.read_text(encoding="utf-8")
     broken = edit(original)
     assert broken != original, "the edit did not apply to the fixture text"

@@ -260,7 +260,7 @@ def _citation_list(citations: Sequence[Citation]) -> str:
         sections = "; ".join(f"§ {esc(g.section)}" for g in group)
         links = _html_links(c)
         if not (c.doi or c.pmid) and not c.user_supplied:
-            links += f' <span class="pce-muted">({NO_IDENTIFIER})</span>
+            links += f' <span class="pce-muted">({NO_IDENTIFIER})</span>'
         items.append(
             f'<li><span class="pce-cite-title">{esc(c.title)}</span> '
             f'<span class="pce-muted">({esc(c.year or "n.d.")}; {esc(c.evidence_type)})</span>'
