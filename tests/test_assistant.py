@@ -156,15 +156,15 @@ def test_bad_input_is_not_audited_and_raises_before_any_work(assistant: Assistan
 
 
 # These are out of scope by the scope terms or by low similarity. Small talk that the hash
-# embedder happens to find "similar" (e.g. 'Tell me a joke') is covered with the real model in
-# test_e2e.py: the similarity threshold is tuned for MiniLM.
+# embedder happens to find "similar" to the short claims (e.g. 'Tell me a joke', 'Write me a
+# poem about autumn') is covered with the real model in test_e2e.py: the similarity threshold is
+# tuned for MiniLM.
 @pytest.mark.parametrize(
     "question",
     [
         "Antibiotic dose for cellulitis?",
         "How do I treat fat embolism after a femur fracture?",
         "Hello there, how are you today?",
-        "Write me a poem about autumn",
     ],
 )
 def test_out_of_scope_question_gets_no_recommendation_and_no_citations(
@@ -257,8 +257,16 @@ def test_disagreement_topics_cite_both_sides(
     cited = {c.source_id for c in answer.citations}
     assert len(cited) >= 2
     assert sides <= cited
-    assert "disagree" in answer.text
+    (note,) = [s for s in answer.sentences if s.role == "note"]
+    assert {c.split("#")[0] for c in note.cites} >= sides
     assert_markers_resolve(answer)
+
+
+def test_a_vignette_gets_no_disagreement_note_about_another_cell(assistant: Assistant) -> None:
+    answer = assistant.ask("Asymptomatic peripheral cement emboli after kyphoplasty: anticoagulate?")
+    assert answer.recommendation is not None
+    assert answer.recommendation.tier == "surveillance"
+    assert not [s for s in answer.sentences if s.role == "note"]
 
 
 # --- conversation and safety ---------------------------------------------------------------------

@@ -25,18 +25,29 @@ STOCK_OTHERS = 3
 MARKERS_RE = re.compile(r"\s*\[\d+\]")
 
 
+AFTER_MARKER_RE = re.compile(r"(?<=\])\s+(?=[A-Z(])")
+
+
+def displayed_sentences(text: str) -> list[str]:
+    """The sentences as shown, each with its markers ("Fact. [1] Next fact. [2]")."""
+    return [
+        sentence
+        for chunk in AFTER_MARKER_RE.split(text.strip())
+        for sentence in split_sentences(chunk)
+    ]
+
+
 def sentences_of(text: str) -> list[str]:
     """The displayed sentences of the narrative's first paragraph, in order (a 'sources
     disagree' note is its own paragraph)."""
-    body = text.split("\n\n", 1)[0]
-    return split_sentences(body)
+    return displayed_sentences(text.split("\n\n", 1)[0])
 
 
 def lead_ok(text: str, key_facts: Sequence[str]) -> bool | None:
     """A key fact in the first LEAD_SENTENCES sentences (None when the case lists none)."""
     if not key_facts:
         return None
-    lead = " ".join(split_sentences(text)[:LEAD_SENTENCES])
+    lead = " ".join(displayed_sentences(text)[:LEAD_SENTENCES])
     return len(missing_key_facts(lead, key_facts)) < len(key_facts)
 
 

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from assistant.errors import AssistantError
 from assistant.evals.answer_metrics import (
     attribution_problems,
+    displayed_sentences,
     evidence_sentences,
     lead_ok,
     population_conflicts,
@@ -199,7 +200,7 @@ def _score_narrative(
     f = result.failures
     if result.lead is False:
         f["lead"] = "no key fact in the first two sentences: " + " ".join(
-            answer.text.split("\n\n", 1)[0].split(". ")[:2]
+            displayed_sentences(answer.text)[:2]
         )[:300]
     if result.population_conflicts:
         f["population"] = "; ".join(result.population_conflicts)
