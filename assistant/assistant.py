@@ -28,6 +28,7 @@ from assistant.errors import IndexUnavailableError, InputError, KnowledgeError
 from assistant.knowledge.corpus import Corpus, load_corpus
 from assistant.knowledge.keypoints import cell_problems
 from assistant.knowledge.mentions import SourceMentions, naming_words, source_label
+from assistant.knowledge.synonyms import load_synonyms
 from assistant.retrieval.embeddings import Embedder, embedder_from_settings
 from assistant.retrieval.index import VectorIndex, ensure_index
 from assistant.retrieval.retrievers import BM25Retriever, Retriever, make_retriever
@@ -174,6 +175,8 @@ class Assistant(Runnable[Any, Answer]):
             names={sid: naming_words(s) for sid, s in knowledge.sources.items()},
         )
         self.mentions = SourceMentions.of(knowledge.sources.values())
+        # Abbreviations in a question also count as the words the claims use (IVC, RV, CXR).
+        self.synonyms = load_synonyms(self.settings.knowledge_dir / "synonyms.yaml")
         self.versions = Versions(
             app=app_version(),
             knowledge=components.corpus.fingerprint,
@@ -277,12 +280,13 @@ class Assistant(Runnable[Any, Answer]):
     def _retrieve(self, question: str) -> tuple[list[Passage], list[str]]:
         notes: list[str] = []
         depth = max(self.settings.top_k, COMPOSE_DEPTH)
+        query = self.synonyms.expand(question)
         try:
-            passages = self.components.retriever.retrieve(question, depth)
+            passages = self.components.retriever.retrieve(query, depth)
         except IndexUnavailableError as exc:
             log.error("dense retrieval unavailable, falling back to keyword search: %s", exc)
             notes.append("The vector index is unreachable; this answer used keyword search only.")
-            passages = self.components.bm25.retrieve(question, depth)
+            passages = self.components.bm25.retrieve(query, depth)
         return passages, notes
 
     def _similarity(self, question: str, passages: Sequence[Passage]) -> float | None:
@@ -399,6 +403,7 @@ class Assistant(Runnable[Any, Answer]):
             text,
             deep,
             self.components.disagreements.matching(text),
+            expanded=self.synonyms.expand(text),
             findings=resolved,
             recommendation=recommendation,
             named=named,

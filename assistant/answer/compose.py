@@ -249,13 +249,13 @@ class Composer:
         for rank, passage in enumerate(retrieved):
             prior = RETRIEVAL_PRIOR / (1 + RETRIEVAL_DECAY * rank)
             add(self.by_id.get(passage.id, passage), prior)
-        # A claim on the topic the question is routed to (cues only: a kind found by word
-        # overlap alone is too weak a signal to promote every claim of its topics).
+        # Every claim on the topic the question is routed to is a candidate (cues only: a kind
+        # found by word overlap alone is too weak a signal to promote every claim of its topics).
         for r, route in enumerate([r for r in routes if r.cues][: len(TOPIC_PRIOR)]):
             wanted = set(route.kind.topics)
-            for unit in units.values():
-                if wanted & set(unit.passage.topics):
-                    unit.priors.append(TOPIC_PRIOR[r])
+            for passage in self.by_id.values():
+                if passage.kind == "claim" and wanted & set(passage.topics):
+                    add(passage, TOPIC_PRIOR[r])
         if named:
             cell_ids = set(cells.get(rec.rule_id, ())) if rec is not None else set()
             for unit in units.values():
@@ -348,8 +348,11 @@ class Composer:
         recommendation: Recommendation | None = None,
         routes: Sequence[Route] | None = None,
         named: Sequence[str] = (),
+        expanded: str | None = None,
     ) -> Composition:
-        routes = self.route(question) if routes is None else routes
+        """``expanded``: the question with its abbreviations spelt out (for word matching)."""
+        expanded = expanded or question
+        routes = self.route(expanded) if routes is None else routes
         rec = recommendation
         stated = findings is not None and findings.has_clinical_finding()
         definite = rec is not None and rec.tier != "needs_information"
@@ -375,7 +378,7 @@ class Composer:
             limit = MAX_CLAIMS_WITH_NOTE
         else:
             limit = MAX_CLAIMS_WITH_TIER if rec is not None else MAX_CLAIMS
-        asked = QUESTION_WORDS_RE.sub(" ", question)
+        asked = QUESTION_WORDS_RE.sub(" ", expanded)
         if named:  # the name picks the source; the rest of the question picks the fact
             asked = LITERATURE_VERBS_RE.sub(" ", asked)
         query = set(terms(asked))
