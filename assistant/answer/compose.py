@@ -360,17 +360,22 @@ class Composer:
         # A question whose cues route it to a kind other than management, and that does not ask
         # what to do, is a knowledge question even when it mentions a finding ("typical
         # features of symptomatic PCE?"): the evidence leads, the tier follows.
-        cued = [r.kind.id for r in routes if r.cues]
+        # The cues are read in the asking part only ("...; CT shows segmental emboli. Next
+        # step?"): a vignette's findings mention CT or symptoms without asking about them.
+        asking = " ".join(s for s in split_sentences(expanded) if "?" in s)
+        cued = [r.kind.id for r in routes if r.kind.cue_hits(asking)] if asking else []
         knowledge_focus = bool(cued) and cued[0] != "management" and not asks
-        # About this patient: the tier leads. A management question that states no finding at
-        # all is answered by the evidence first; the table's need for findings follows it.
-        about_patient = rec is not None and (definite or stated) and not knowledge_focus
+        # About this patient: the tier leads (a definite tier always does). A management
+        # question that states no finding at all, or a knowledge question that mentions one, is
+        # answered by the evidence first; the table's sentence follows it.
+        about_patient = rec is not None and (definite or (stated and not knowledge_focus))
+        cell_leads = about_patient and not knowledge_focus
         notes = self.relevant_topics(topics, rec, routes)
         noted = {cid for t in notes for cid in t.section_ids}
         units = [
             u
             for u in self._candidates(
-                retrieved, rec, findings, routes, named, cell_leads=about_patient
+                retrieved, rec, findings, routes, named, cell_leads=cell_leads
             ).values()
             if self._allowed(u, rec, findings)
         ]
@@ -388,7 +393,7 @@ class Composer:
             query,
             units,
             limit=limit,
-            lexical_weight=VIGNETTE_LEXICAL_WEIGHT if about_patient else LEXICAL_WEIGHT,
+            lexical_weight=VIGNETTE_LEXICAL_WEIGHT if cell_leads else LEXICAL_WEIGHT,
             wants_number=bool(QUANTITY_RE.search(question)),
             named=named,
             noted=noted,
