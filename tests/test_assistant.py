@@ -263,7 +263,7 @@ def test_disagreement_topics_cite_both_sides(
 
 
 def test_a_vignette_gets_no_disagreement_note_about_another_cell(assistant: Assistant) -> None:
-    answer = assistant.ask("Asymptomatic peripheral cement emboli after kyphoplasty: anticoagulate?")
+    answer = assistant.ask("Asymptomatic peripheral cement emboli after PKP: anticoagulate?")
     assert answer.recommendation is not None
     assert answer.recommendation.tier == "surveillance"
     assert not [s for s in answer.sentences if s.role == "note"]

@@ -161,7 +161,8 @@ def test_cells_name_exactly_the_rows_and_escalations_of_the_table(kb) -> None:  
     table = load_rules(KNOWLEDGE / "rules.yaml", kb.citations())
     ids = [*(r.id for r in table.rows), *(e.id for e in table.escalations)]
     assert cell_problems(kb.key_points, ids) == []
-    assert cell_problems(kb.key_points, [*ids, "new-row"]) == ["cells: no claims for rule 'new-row'"]
+    problems = cell_problems(kb.key_points, [*ids, "new-row"])
+    assert problems == ["cells: no claims for rule 'new-row'"]
 
 
 def test_a_key_point_that_does_not_resolve_is_refused(tmp_path: Path) -> None:

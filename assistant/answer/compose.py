@@ -228,7 +228,7 @@ class Composer:
         if rec is not None:
             rule_cited = {c.passage_id for c in rec.citations}
             cell = list(cells.get(rec.rule_id, ()))
-            ordered = [c for c in cell if c in rule_cited] + [c for c in cell if c not in rule_cited]
+            ordered = sorted(cell, key=lambda c: c not in rule_cited)  # stable: cell order kept
             base = CELL_PRIOR if cell_leads else GENERIC_CELL_PRIOR
             for i, claim_id in enumerate(ordered):
                 bonus = RULE_CITED_BONUS if claim_id in rule_cited else 0.0

@@ -20,11 +20,10 @@ from types import MappingProxyType
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from assistant.data import load_yaml
 from assistant.errors import RulesError
-from pydantic import ValidationError
-
 from assistant.types import (
     ESCALATIONS,
     TIERS,

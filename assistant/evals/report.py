@@ -123,7 +123,8 @@ def gate_section(run: EvalRun) -> list[str]:
         value = getattr(narrative, name) if narrative is not None else None
         ok = value is not None and (value >= limit if op == ">=" else value <= limit)
         shown = str(value) if isinstance(value, int) else _fmt(value)
-        lines.append(f"- {'PASS' if ok else 'FAIL'} `{name}` = {shown} ({op.replace('>=', '≥').replace('<=', '≤')} {limit})")
+        sign = "≥" if op == ">=" else "≤"
+        lines.append(f"- {'PASS' if ok else 'FAIL'} `{name}` = {shown} ({sign} {limit})")
     broken = gate_failures(run)
     if broken:
         lines += ["", "```", *broken, "```"]

@@ -79,7 +79,8 @@ def load_key_points(
             try:
                 cues.append(re.compile(cue, re.IGNORECASE))
             except re.error as exc:
-                raise KnowledgeError(path, f"{where}.cues", f"{cue!r} is not a regex: {exc}") from exc
+                problem = f"{cue!r} is not a regex: {exc}"
+                raise KnowledgeError(path, f"{where}.cues", problem) from exc
         for topic in entry.topics:
             if known_topics is not None and topic not in known_topics:
                 raise KnowledgeError(path, f"{where}.topics", f"unknown topic '{topic}'")

@@ -245,7 +245,7 @@ def load_knowledge(directory: Path) -> KnowledgeBase:
     leftovers = sorted(source_dir.glob("*.md"))
     if leftovers:
         raise KnowledgeError(
-            leftovers[0], "file", "Markdown sources are no longer read; convert it to claims (.yaml)"
+            leftovers[0], "file", "Markdown sources are no longer read; write it as claims (.yaml)"
         )
     topics_path = directory / "topics.yaml"
     topics = load_topics(topics_path) if topics_path.is_file() else None
