@@ -40,12 +40,14 @@ CELL_PRIOR = 1.6  # the evidence for this patient's cell of the table
 RULE_CITED_BONUS = 0.15  # ... of which the rule itself cites
 ESCALATION_PRIOR = 1.3
 GENERIC_CELL_PRIOR = 0.7  # the cell of a management question that states no finding at all
-PRIMARY_KIND_PRIOR = 1.2  # key points of the kind the question is routed to first
+PRIMARY_KIND_PRIOR = 1.0  # key points of the kind the question is routed to first
 OTHER_KIND_PRIOR = 0.6
 NAMED_SOURCE_PRIOR = 1.3  # every claim of a source the question names
 OTHER_SOURCE_FACTOR = 0.6  # ... and claims of other sources count less then
 TOPIC_PRIOR = (0.5, 0.25)  # a claim on a topic of the first / second kind routed to
-RETRIEVAL_PRIOR = 1.0
+RETRIEVAL_PRIOR = 1.2  # retrieval reads this very question; key points are per kind
+VIGNETTE_RETRIEVAL_FACTOR = 0.5
+OFF_TOPIC_FACTOR = 0.7  # a claim on none of the topics the question's cues route it to
 STEP = 0.07  # lower priors further down an ordered list
 RETRIEVAL_DECAY = 0.3
 EXTRA_ROLE_SHARE = 0.3  # a claim found by several routes gets part of its other priors
@@ -78,6 +80,10 @@ LITERATURE_VERBS_RE = re.compile(
     r"\b(?:recommend|say|said|says|find|found|report|suggest|advise|propose|conclude|think|"
     r"describe|state|identif|argue|write|wrote)\w*",
     re.IGNORECASE,
+)
+# A sentence that asks something (a vignette's other sentences only describe the patient).
+ASKING_RE = re.compile(
+    r"\?|\b(?:what|how|which|when|why|who|where|whether|any)\b", re.IGNORECASE
 )
 # A case claim that already says it is a case needs no introduction.
 SAYS_CASE_RE = re.compile(r"^\W*(?:\w+\W+){0,6}?case\b", re.IGNORECASE)
@@ -246,8 +252,11 @@ class Composer:
             claims = [p for p in self.by_id.values() if p.source_id == source_id]
             for i, passage in enumerate(claims):
                 add(passage, NAMED_SOURCE_PRIOR - 0.01 * i)
+        # Retrieval reads all of a vignette's words (CT, routine, day 2): for a patient whose
+        # cell leads, it counts half.
+        weight = RETRIEVAL_PRIOR * (VIGNETTE_RETRIEVAL_FACTOR if cell_leads else 1.0)
         for rank, passage in enumerate(retrieved):
-            prior = RETRIEVAL_PRIOR / (1 + RETRIEVAL_DECAY * rank)
+            prior = weight / (1 + RETRIEVAL_DECAY * rank)
             add(self.by_id.get(passage.id, passage), prior)
         # Every claim on the topic the question is routed to is a candidate (cues only: a kind
         # found by word overlap alone is too weak a signal to promote every claim of its topics).
@@ -256,6 +265,17 @@ class Composer:
             for passage in self.by_id.values():
                 if passage.kind == "claim" and wanted & set(passage.topics):
                     add(passage, TOPIC_PRIOR[r])
+        # Off the question: a claim on none of the topics of the kinds the cues route it to
+        # (the patient's cell and a named source's claims are never off the question).
+        cued_topics = {t for r in routes if r.cues for t in r.kind.topics}
+        cued_topics.discard("source-recommendations")  # a named source's kind: any topic
+        keep = set(cells.get(rec.rule_id, ())) if rec is not None and cell_leads else set()
+        if cued_topics:
+            for unit in units.values():
+                p = unit.passage
+                if (p.kind == "claim" and p.id not in keep
+                        and not cued_topics & set(p.topics)):
+                    unit.priors[:] = [x * OFF_TOPIC_FACTOR for x in unit.priors]
         if named:
             cell_ids = set(cells.get(rec.rule_id, ())) if rec is not None else set()
             for unit in units.values():
@@ -331,7 +351,7 @@ class Composer:
         if not p.case or SAYS_CASE_RE.match(text):
             return text
         label = self.labels.get(p.source_id, "")
-        if p.via:
+        if p.via and p.via not in text:  # "the Tozzi 2002 patient" already names it
             label = f"{p.via}, in {label}" if label else p.via
         head = f"In a published case ({label}), " if label else "In a published case, "
         return head + _lower_first(text)
@@ -362,7 +382,7 @@ class Composer:
         # features of symptomatic PCE?"): the evidence leads, the tier follows.
         # The cues are read in the asking part only ("...; CT shows segmental emboli. Next
         # step?"): a vignette's findings mention CT or symptoms without asking about them.
-        asking = " ".join(s for s in split_sentences(expanded) if "?" in s)
+        asking = " ".join(s for s in split_sentences(expanded) if ASKING_RE.search(s))
         cued = [r.kind.id for r in routes if r.kind.cue_hits(asking)] if asking else []
         knowledge_focus = bool(cued) and cued[0] != "management" and not asks
         # About this patient: the tier leads (a definite tier always does). A management
@@ -372,6 +392,8 @@ class Composer:
         cell_leads = about_patient and not knowledge_focus
         notes = self.relevant_topics(topics, rec, routes)
         noted = {cid for t in notes for cid in t.section_ids}
+        if cell_leads:  # only what the patient's question asks adds evidence to the cell's
+            routes = [r for r in routes if not r.cues or r.kind.cue_hits(asking)]
         units = [
             u
             for u in self._candidates(
