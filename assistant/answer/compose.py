@@ -127,6 +127,7 @@ class _Unit:
     text: str
     priors: list[float] = field(default_factory=list)
     score: float = 0.0
+    off_topic: bool = False  # on none of the topics the question's cues route it to
 
     @property
     def key(self) -> str:
@@ -276,6 +277,7 @@ class Composer:
                 if (p.kind == "claim" and p.id not in keep
                         and not cued_topics & set(p.topics)):
                     unit.priors[:] = [x * OFF_TOPIC_FACTOR for x in unit.priors]
+                    unit.off_topic = True
         if named:
             cell_ids = set(cells.get(rec.rule_id, ())) if rec is not None else set()
             for unit in units.values():
@@ -335,6 +337,8 @@ class Composer:
                 continue
             if chosen and unit.passage.id in noted:
                 continue
+            if len(chosen) >= MIN_CLAIMS and unit.off_topic:
+                break  # beyond the minimum, no filler off the question
             if len(chosen) >= MIN_CLAIMS and unit.score < RELATIVE_FLOOR * chosen[0].score:
                 break
             chosen.append(unit)
