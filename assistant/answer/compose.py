@@ -51,7 +51,7 @@ OFF_TOPIC_FACTOR = 0.7  # a claim on none of the topics the question's cues rout
 STEP = 0.07  # lower priors further down an ordered list
 RETRIEVAL_DECAY = 0.3
 EXTRA_ROLE_SHARE = 0.3  # a claim found by several routes gets part of its other priors
-LEXICAL_WEIGHT = 1.2  # word overlap with the question
+LEXICAL_WEIGHT = 2.0  # word overlap with the question (specific words decide the lead)
 VIGNETTE_LEXICAL_WEIGHT = 0.5  # a vignette's many words describe the patient, not the point
 NUMBER_BONUS = 0.4
 MMR_LAMBDA = 0.75
@@ -84,6 +84,13 @@ LITERATURE_VERBS_RE = re.compile(
 # A sentence that asks something (a vignette's other sentences only describe the patient).
 ASKING_RE = re.compile(
     r"\?|\b(?:what|how|which|when|why|who|where|whether|any)\b", re.IGNORECASE
+)
+# A question about the literature ("the ED case", "in that series", "ever reported?"): its
+# findings are a published patient's, not this patient's.
+LITERATURE_RE = re.compile(
+    r"\b(?:case|cases|report|reports|reported|study|studies|series|review|trial|cohort|"
+    r"meta-analysis|published|literature|described|abstract|authors?)\b",
+    re.IGNORECASE,
 )
 # A case claim that already says it is a case needs no introduction.
 SAYS_CASE_RE = re.compile(r"^\W*(?:\w+\W+){0,6}?case\b", re.IGNORECASE)
@@ -388,7 +395,9 @@ class Composer:
         # step?"): a vignette's findings mention CT or symptoms without asking about them.
         asking = " ".join(s for s in split_sentences(expanded) if ASKING_RE.search(s))
         cued = [r.kind.id for r in routes if r.kind.cue_hits(asking)] if asking else []
-        knowledge_focus = bool(cued) and cued[0] != "management" and not asks
+        knowledge_focus = (bool(cued) and cued[0] != "management" and not asks) or bool(
+            named or LITERATURE_RE.search(asking)  # about a published case or a source
+        )
         # About this patient: the tier leads (a definite tier always does). A management
         # question that states no finding at all, or a knowledge question that mentions one, is
         # answered by the evidence first; the table's sentence follows it.
