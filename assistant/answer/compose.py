@@ -393,7 +393,9 @@ class Composer:
         # features of symptomatic PCE?"): the evidence leads, the tier follows.
         # The cues are read in the asking part only ("...; CT shows segmental emboli. Next
         # step?"): a vignette's findings mention CT or symptoms without asking about them.
-        asking = " ".join(s for s in split_sentences(expanded) if ASKING_RE.search(s))
+        # Typed questions often go on in lower case ("...after kyphoplasty. do anything?").
+        parts = re.split(r"(?<=[.!?;])\s+", question.strip())
+        asking = " ".join(s for s in parts if ASKING_RE.search(s))
         cued = [r.kind.id for r in routes if r.kind.cue_hits(asking)] if asking else []
         knowledge_focus = (bool(cued) and cued[0] != "management" and not asks) or bool(
             named or LITERATURE_RE.search(asking)  # about a published case or a source
