@@ -59,8 +59,8 @@ NEAR_DUPLICATE = 0.55
 MAX_CLAIMS = 5
 MAX_CLAIMS_WITH_TIER = 4
 MAX_CLAIMS_WITH_NOTE = 3
-MIN_CLAIMS = 3
-RELATIVE_FLOOR = 0.45  # after MIN_CLAIMS, stop below this share of the best score
+MIN_CLAIMS = 2
+RELATIVE_FLOOR = 0.7  # after MIN_CLAIMS, stop below this share of the best score
 PER_SOURCE = 2  # sentences per source, unless the question names that source
 ROUTES_USED = 3
 # A question asking "how often / how long / how much" is answered by a sentence with a number.
