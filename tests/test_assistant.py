@@ -384,3 +384,23 @@ def test_assistant_without_audit_still_answers(tmp_path: Path) -> None:
     assert bare.audit is None
     assert bare.ask(KYPHO_ASYMPTOMATIC_PERIPHERAL).recommendation is not None
     assert bare.record_feedback("x", "helpful") is None
+
+
+def test_a_question_about_a_named_source_is_answered_from_its_claims(assistant: Assistant) -> None:
+    answer = assistant.ask("What did Krueger 2009 recommend?")
+    assert answer.in_scope
+    assert answer.recommendation is None  # asks what a paper said, not what to do
+    claims = [s for s in answer.sentences if s.role == "claim"]
+    assert claims and all(c.cites[0].startswith("krueger-2009#") for c in claims[:3])
+    assert_markers_resolve(answer)
+
+
+def test_claim_sentences_cite_their_own_claims_and_sources(assistant: Assistant) -> None:
+    answer = assistant.ask("Symptomatic central cement embolus after vertebroplasty: next step?")
+    assert answer.recommendation is not None
+    assert answer.sentences[0].role == "tier"
+    assert "consider surgical embolectomy" in answer.sentences[0].text
+    by_claim = {c.passage_id: c for c in answer.citations}
+    for sentence in answer.sentences[1:]:
+        for cid in sentence.cites:
+            assert by_claim[cid].source_id == cid.split("#")[0]
