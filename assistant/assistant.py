@@ -24,8 +24,11 @@ from assistant.clinical.findings import extract_findings, resolve_findings
 from assistant.clinical.lexicon import Lexicon, load_lexicon
 from assistant.clinical.rules import RuleTable, load_rules
 from assistant.clinical.scope import ScopeGuard, load_scope_terms
-from assistant.errors import IndexUnavailableError, InputError
+from assistant.errors import IndexUnavailableError, InputError, KnowledgeError
 from assistant.knowledge.corpus import Corpus, load_corpus
+from assistant.knowledge.keypoints import cell_problems
+from assistant.knowledge.mentions import SourceMentions, naming_words, source_label
+from assistant.knowledge.synonyms import load_synonyms
 from assistant.retrieval.embeddings import Embedder, embedder_from_settings
 from assistant.retrieval.index import VectorIndex, ensure_index, open_index
 from assistant.retrieval.retrievers import BM25Retriever, Retriever, make_retriever
@@ -34,6 +37,7 @@ from assistant.types import (
     Answer,
     ExplicitFindings,
     Findings,
+    NarrativeSentence,
     Passage,
     Recommendation,
     Source,
@@ -52,7 +56,8 @@ DISCLAIMER = (
     "advice: check the cited sources and the basis before acting."
 )
 CONTROL_OK = {"\n", "\r", "\t"}
-PINNED = 2
+# Retrieval depth for composition: the answer records the top_k, the composer sees more claims.
+COMPOSE_DEPTH = 15
 
 
 def app_version() -> str:
@@ -128,21 +133,6 @@ def history_user_turns(history: object, max_turns: int, max_chars: int) -> list[
     return turns
 
 
-def findings_focus(findings: Findings, rec: Recommendation | None = None) -> str:
-    """Words for the findings, so the evidence picked speaks to this patient's cell of the table
-    (e.g. 'without symptoms peripheral') and not only to the question's wording. A value the
-    table derived (``rec.inputs``, e.g. symptomatic from instability) counts too."""
-    words = []
-    symptomatic = findings.symptomatic
-    if symptomatic is None and rec is not None and rec.inputs.get("symptomatic") in ("yes", "no"):
-        symptomatic = rec.inputs["symptomatic"] == "yes"
-    if symptomatic is not None:
-        words.append("with symptoms symptomatic" if symptomatic else "no symptoms without")
-    if findings.location is not None:
-        words.append(findings.location)
-    return " ".join(words)
-
-
 @dataclass
 class Components:
     """Everything ask() needs, built once; tests build it with fakes."""
@@ -175,7 +165,18 @@ class Assistant(Runnable[Any, Answer]):
         self.audit = audit
         # Optional LLM re-phrasing of the narrative (PCE_LLM); never sees or sets the tier.
         self.rephraser = rephraser
-        self.composer = Composer(components.corpus.passages)
+        knowledge = components.corpus.knowledge
+        sources = components.corpus.sources
+        self.composer = Composer(
+            components.corpus.passages,
+            key_points=knowledge.key_points,
+            topic_texts={t.id: f"{t.label}. {t.description}" for t in knowledge.topics.values()},
+            labels={sid: source_label(s) for sid, s in sources.items()},
+            names={sid: naming_words(s) for sid, s in knowledge.sources.items()},
+        )
+        self.mentions = SourceMentions.of(knowledge.sources.values())
+        # Abbreviations in a question also count as the words the claims use (IVC, RV, CXR).
+        self.synonyms = load_synonyms(self.settings.knowledge_dir / "synonyms.yaml")
         self.versions = Versions(
             app=app_version(),
             knowledge=components.corpus.fingerprint,
@@ -215,14 +216,20 @@ class Assistant(Runnable[Any, Answer]):
                 model_from_settings(settings.llm), settings.knowledge_dir / "tier_actions.yaml"
             )
         corpus = load_corpus(settings)
-        known_sections = {s.id for src in corpus.sources.values() for s in src.sections}
         rules = load_rules(settings.knowledge_dir / "rules.yaml", corpus.knowledge.citations)
+        if corpus.knowledge.key_points is not None:
+            rule_ids = [*(r.id for r in rules.rows), *(e.id for e in rules.escalations)]
+            problems = cell_problems(corpus.knowledge.key_points, rule_ids)
+            if problems:
+                raise KnowledgeError(
+                    settings.knowledge_dir / "key_points.yaml", "cells", "; ".join(problems)
+                )
         lexicon = load_lexicon(settings.knowledge_dir / "lexicon.yaml")
         scope = ScopeGuard(
             load_scope_terms(settings.knowledge_dir / "scope.yaml"), settings.scope_threshold
         )
         disagreements = load_disagreements(
-            settings.knowledge_dir / "disagreements.yaml", known_sections
+            settings.knowledge_dir / "disagreements.yaml", set(corpus.knowledge.claims)
         )
         embedder = embedder or embedder_from_settings(
             settings.embedding_model_dir, settings.embedding_sha256, settings.embedding_model_name
@@ -294,12 +301,14 @@ class Assistant(Runnable[Any, Answer]):
 
     def _retrieve(self, question: str) -> tuple[list[Passage], list[str]]:
         notes: list[str] = []
+        depth = max(self.settings.top_k, COMPOSE_DEPTH)
+        query = self.synonyms.expand(question)
         try:
-            passages = self.components.retriever.retrieve(question, self.settings.top_k)
+            passages = self.components.retriever.retrieve(query, depth)
         except IndexUnavailableError as exc:
             log.error("dense retrieval unavailable, falling back to keyword search: %s", exc)
             notes.append("The vector index is unreachable; this answer used keyword search only.")
-            passages = self.components.bm25.retrieve(question, self.settings.top_k)
+            passages = self.components.bm25.retrieve(query, depth)
         return passages, notes
 
     def _similarity(self, question: str, passages: Sequence[Passage]) -> float | None:
@@ -388,7 +397,9 @@ class Assistant(Runnable[Any, Answer]):
         turns = history_user_turns(history, s.max_history_turns, s.max_question_chars)
         explicit = ExplicitFindings.parse(findings)
         resolved = resolve_findings(text, self.components.lexicon, explicit=explicit, history=turns)
-        passages, notes = self._retrieve(text)
+        deep, notes = self._retrieve(text)
+        passages = deep[: s.top_k]
+        named = self.mentions.find(text)
         history_in_scope = any(self.components.scope.names_domain(t) for t in turns)
         # Read this turn's own findings again only when the scope guard can use them (a
         # follow-up in an in-scope conversation); resolve_findings has merged them away.
@@ -399,6 +410,7 @@ class Assistant(Runnable[Any, Answer]):
             history_in_scope=history_in_scope,
             states_finding=said_now is not None
             and (said_now.has_clinical_finding() or said_now.asks_management),
+            names_source=bool(named),
         )
         if not decision.in_scope:
             answer = Answer(
@@ -416,21 +428,19 @@ class Assistant(Runnable[Any, Answer]):
         recommendation = None
         if resolved.has_clinical_finding() or resolved.asks_management:
             recommendation = self.components.rules.recommend(resolved)
-        topics = self.components.disagreements.matching(text)
-        # For a management question the passages behind the rule are the evidence to show first.
-        pinned = self.composer.passages_by_id(
-            [c.passage_id for c in recommendation.citations][:PINNED] if recommendation else []
-        )
-        ranked = [*pinned, *(p for p in passages if p not in pinned)]
         composed = self.composer.compose(
-            f"{text} {findings_focus(resolved, recommendation)}", ranked, topics,
-            reserved=len(pinned),
+            text,
+            deep,
+            self.components.disagreements.matching(text),
+            expanded=self.synonyms.expand(text),
+            findings=resolved,
+            recommendation=recommendation,
+            named=named,
         )
-        cited_extra = [
-            p for p in [*pinned, *self.composer.passages_for(topics)] if p not in passages
-        ]
+        shown = {p.id for p in passages}
+        cited_extra = [p for p in composed.cited if p.id not in shown]
         follow_ups = tuple(m.question for m in recommendation.missing) if recommendation else ()
-        narrative = composed.text or "No passage in the knowledge base answers this question."
+        narrative = composed.text or "No claim in the knowledge base answers this question."
         if self.rephraser is not None and composed.citations:
             rephrased = self.rephraser.rephrase(
                 text, narrative, composed.citations, recommendation, (*passages, *cited_extra)
@@ -446,6 +456,10 @@ class Assistant(Runnable[Any, Answer]):
             findings=resolved,
             follow_up_questions=follow_ups,
             passages=(*passages, *cited_extra),
+            sentences=tuple(
+                NarrativeSentence(text=x.text, role=x.role, cites=x.cites)
+                for x in composed.sentences
+            ),
             disclaimer=DISCLAIMER,
             versions=self.versions,
             notes=tuple(notes),

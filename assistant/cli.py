@@ -68,13 +68,18 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_rules_check(args: argparse.Namespace) -> int:
-    from assistant.clinical.rules import check_rules
+    from assistant.clinical.rules import check_rules, load_rules
+    from assistant.knowledge.keypoints import cell_problems
     from assistant.knowledge.sources import load_knowledge
 
     settings = _settings(args)
     path = Path(args.path) if args.path else settings.knowledge_dir / "rules.yaml"
     knowledge = load_knowledge(settings.knowledge_dir)
     problems = check_rules(path, knowledge.citations)
+    if not problems and knowledge.key_points is not None:
+        table = load_rules(path, knowledge.citations)
+        ids = [*(r.id for r in table.rows), *(e.id for e in table.escalations)]
+        problems = [f"key_points.yaml: {p}" for p in cell_problems(knowledge.key_points, ids)]
     if problems:
         print(f"{path}: {len(problems)} problem(s)", file=sys.stderr)
         for problem in problems:

@@ -77,7 +77,8 @@ class Settings(BaseSettings):
         default=DEFAULT_MODEL_SHA256, description="Expected SHA-256 of model.safetensors."
     )
     retriever: RetrieverMode = "hybrid"
-    top_k: int = Field(default=5, ge=1, le=50)
+    # Claims are single facts, so an answer draws on more of them than it did on sections.
+    top_k: int = Field(default=10, ge=1, le=50, description="Claims retrieved per question.")
     candidates: int = Field(
         default=20, ge=1, le=200, description="Per-retriever depth before fusion."
     )

@@ -32,7 +32,14 @@ TIERS: tuple[Tier, ...] = (
 EscalationId = Literal["hemodynamic_instability", "intracardiac_cement"]
 ESCALATIONS: tuple[EscalationId, ...] = ("hemodynamic_instability", "intracardiac_cement")
 EvidenceType = Literal[
-    "systematic review", "cohort", "case report", "in-vitro", "narrative/secondary", "user-supplied"
+    "systematic review",
+    "meta-analysis",
+    "cohort",
+    "case series",
+    "case report",
+    "in-vitro",
+    "narrative/secondary",
+    "user-supplied",
 ]
 Location = Literal["central", "peripheral"]
 FindingName = Literal[
@@ -223,9 +230,50 @@ class AskRequest(BaseModel):
 
 
 class Section(Frozen):
+    """A section of a user-supplied document (curated knowledge is held as claims)."""
+
     id: str = Field(description="Stable section id: '<source id>#<heading slug>'.")
     heading: str
     text: str
+
+
+YesNoValue = Literal["yes", "no"]
+
+
+class Population(Frozen):
+    """The group of patients a claim is about, in the decision table's terms (None: any)."""
+
+    symptomatic: YesNoValue | None = None
+    location: Location | None = None
+    intracardiac_cement: YesNoValue | None = None
+    hemodynamic_instability: YesNoValue | None = None
+
+    def conflicts(self, findings: Findings) -> tuple[str, ...]:
+        """The findings this population contradicts ('symptomatic', ...); unknowns never do."""
+        clashes: list[str] = []
+        for name, wanted in self.model_dump(exclude_none=True).items():
+            have = getattr(findings, name)
+            if have is None:
+                continue
+            value = have if isinstance(have, str) else ("yes" if have else "no")
+            if value != wanted:
+                clashes.append(name)
+        return tuple(clashes)
+
+
+class Claim(Frozen):
+    """One fact from one source, in our own words: the unit that is indexed, retrieved, cited."""
+
+    id: str = Field(description="Global id '<source id>#<claim id>'.")
+    source_id: str
+    text: str
+    locator: str = Field(description="Where in the source it was read (abstract, table 1...).")
+    topics: tuple[str, ...]
+    facts: tuple[str, ...] = Field(default=(), description="Dossier fact ids (F1...).")
+    population: Population | None = None
+    case: bool = Field(default=False, description="One patient's story (a case fact).")
+    via: str | None = Field(default=None, description="The study this source relays, if any.")
+    compares: tuple[str, ...] = Field(default=(), description="Source ids it compares with.")
 
 
 class Source(Frozen):
@@ -239,18 +287,30 @@ class Source(Frozen):
     evidence_type: EvidenceType
     url: str | None = None
     facts: tuple[str, ...] = Field(default=(), description="Dossier fact ids this source draws on.")
+    read: str | None = Field(default=None, description="What of the source could be read.")
     user_supplied: bool = False
-    sections: tuple[Section, ...] = ()
+    claims: tuple[Claim, ...] = Field(default=(), description="Curated knowledge: its claims.")
+    sections: tuple[Section, ...] = Field(default=(), description="User documents: sections.")
 
 
 class Passage(Frozen):
-    """One retrieval unit: a section, or a piece of a long section."""
+    """One retrieval unit: a claim of the curated knowledge, or a piece of a user document."""
 
-    id: str = Field(description="'<section id>' or '<section id>~<n>' for later pieces.")
+    id: str = Field(
+        description="Claim id '<source id>#<claim id>'; for a user document '<section id>' or "
+        "'<section id>~<n>' for later pieces."
+    )
+    kind: Literal["claim", "section"] = "section"
     source_id: str
-    section_id: str
-    section: str = Field(description="Section heading.")
+    section_id: str = Field(description="The claim id, or the user document's section id.")
+    section: str = Field(description="Where it was read: the claim's locator, or the heading.")
     text: str
+    locator: str | None = None
+    topics: tuple[str, ...] = ()
+    population: Population | None = None
+    case: bool = False
+    via: str | None = None
+    authors: tuple[str, ...] = ()
     title: str
     year: int | None = None
     doi: str | None = None
@@ -275,10 +335,22 @@ class Citation(Frozen):
     doi: str | None = None
     pmid: str | None = None
     url: str | None = None
-    passage_id: str
-    section: str
-    snippet: str
+    passage_id: str = Field(description="The claim id (or a user document's passage id).")
+    section: str = Field(description="Where it was read: the claim's locator, or the heading.")
+    snippet: str = Field(description="The claim's text (or an excerpt of the passage).")
     evidence_type: EvidenceType
+    locator: str | None = Field(default=None, description="Where in the source the claim is.")
+    via: str | None = Field(default=None, description="The study the source relays, if any.")
+    user_supplied: bool = False
+
+    @property
+    def identifier(self) -> str:
+        """DOI, else PMID, else the URL with a note that no identifier is recorded."""
+        if self.doi:
+            return f"doi:{self.doi}"
+        if self.pmid:
+            return f"PMID {self.pmid}"
+        return f"{self.url or self.source_id} (no DOI or PMID recorded)"
 
 
 class Evidence(Frozen):
@@ -393,6 +465,7 @@ class Recommendation(Frozen):
     caveats: tuple[str, ...] = ()
     escalations: tuple[Escalation, ...] = ()
     citations: tuple[Citation, ...] = ()
+    certainty: Certainty | None = None
     missing: tuple[MissingFinding, ...] = ()
     inputs: dict[str, str] = Field(
         default_factory=dict, description="The table inputs as evaluated ('yes'/'no'/'unknown'...)."
@@ -401,7 +474,6 @@ class Recommendation(Frozen):
     derived: tuple[DerivedInput, ...] = Field(
         default=(), description="Inputs filled in by the table's derivations (in the trace too)."
     )
-    certainty: Certainty | None = None
 
 
 class Versions(Frozen):
@@ -414,6 +486,17 @@ class Versions(Frozen):
     settings: str = Field(
         default="", description="Fingerprint of the settings that change answers (top_k...)."
     )
+
+
+class NarrativeSentence(Frozen):
+    """A sentence of the extractive narrative and the claims it rests on."""
+
+    text: str = Field(description="As composed, without its [n] markers.")
+    role: Literal["tier", "claim", "note"] = Field(
+        description="'tier': this patient's tier from the table; 'claim': one claim; "
+        "'note': a 'sources disagree' note citing several claims."
+    )
+    cites: tuple[str, ...] = Field(default=(), description="Claim (passage) ids it cites.")
 
 
 class Answer(Frozen):
@@ -429,6 +512,11 @@ class Answer(Frozen):
     follow_up_questions: tuple[str, ...] = ()
     passages: tuple[Passage, ...] = Field(
         default=(), description="What retrieval returned, ranked."
+    )
+    sentences: tuple[NarrativeSentence, ...] = Field(
+        default=(),
+        description="The extractive narrative's sentences and their claims (before any LLM "
+        "re-phrasing), so attribution can be checked structurally.",
     )
     disclaimer: str = ""
     versions: Versions

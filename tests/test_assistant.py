@@ -147,15 +147,15 @@ def test_bad_input_is_not_audited_and_raises_before_any_work(assistant: Assistan
 
 
 # These are out of scope by the scope terms or by low similarity. Small talk that the hash
-# embedder happens to find "similar" (e.g. 'Tell me a joke') is covered with the real model in
-# test_e2e.py: the similarity threshold is tuned for MiniLM.
+# embedder happens to find "similar" to the short claims (e.g. 'Tell me a joke', 'Write me a
+# poem about autumn') is covered with the real model in test_e2e.py: the similarity threshold is
+# tuned for MiniLM.
 @pytest.mark.parametrize(
     "question",
     [
         "Antibiotic dose for cellulitis?",
         "How do I treat fat embolism after a femur fracture?",
         "Hello there, how are you today?",
-        "Write me a poem about autumn",
     ],
 )
 def test_out_of_scope_question_gets_no_recommendation_and_no_citations(
@@ -248,8 +248,16 @@ def test_disagreement_topics_cite_both_sides(
     cited = {c.source_id for c in answer.citations}
     assert len(cited) >= 2
     assert sides <= cited
-    assert "disagree" in answer.text
+    (note,) = [s for s in answer.sentences if s.role == "note"]
+    assert {c.split("#")[0] for c in note.cites} >= sides
     assert_markers_resolve(answer)
+
+
+def test_a_vignette_gets_no_disagreement_note_about_another_cell(assistant: Assistant) -> None:
+    answer = assistant.ask("Asymptomatic peripheral cement emboli after PKP: anticoagulate?")
+    assert answer.recommendation is not None
+    assert answer.recommendation.tier == "surveillance"
+    assert not [s for s in answer.sentences if s.role == "note"]
 
 
 # --- conversation and safety ---------------------------------------------------------------------
@@ -355,3 +363,23 @@ def test_assistant_without_audit_still_answers(tmp_path: Path) -> None:
     assert bare.audit is None
     assert bare.ask(KYPHO_ASYMPTOMATIC_PERIPHERAL).recommendation is not None
     assert bare.record_feedback("x", "helpful") is None
+
+
+def test_a_question_about_a_named_source_is_answered_from_its_claims(assistant: Assistant) -> None:
+    answer = assistant.ask("What did Krueger 2009 recommend?")
+    assert answer.in_scope
+    assert answer.recommendation is None  # asks what a paper said, not what to do
+    claims = [s for s in answer.sentences if s.role == "claim"]
+    assert claims and all(c.cites[0].startswith("krueger-2009#") for c in claims[:3])
+    assert_markers_resolve(answer)
+
+
+def test_claim_sentences_cite_their_own_claims_and_sources(assistant: Assistant) -> None:
+    answer = assistant.ask("Symptomatic central cement embolus after vertebroplasty: next step?")
+    assert answer.recommendation is not None
+    assert answer.sentences[0].role == "tier"
+    assert "consider surgical embolectomy" in answer.sentences[0].text
+    by_claim = {c.passage_id: c for c in answer.citations}
+    for sentence in answer.sentences[1:]:
+        for cid in sentence.cites:
+            assert by_claim[cid].source_id == cid.split("#")[0]

@@ -143,6 +143,7 @@ def test_knowledge_question_about_risk_factors_gets_no_recommendation(
         "What dose of heparin should I give for a DVT?",
         "How do I treat fat embolism after a femur fracture?",
         "Tell me a joke",
+        "Write me a poem about autumn",
         "What's the weather like in Paris?",
         "How do you make a cheesecake?",
     ],

@@ -16,6 +16,14 @@ import yaml
 
 from assistant import cli
 from assistant.evals import runner as evaluation
+from assistant.evals.answer_metrics import (
+    attribution_problems,
+    evidence_sentences,
+    lead_ok,
+    population_conflicts,
+    stock_answers,
+    stock_share,
+)
 from assistant.evals.cases import (
     EvalCase,
     QuestionSetError,
@@ -51,7 +59,10 @@ from assistant.types import (
     Answer,
     Citation,
     Escalation,
+    Findings,
+    NarrativeSentence,
     Passage,
+    Population,
     Recommendation,
     Versions,
 )
@@ -252,6 +263,64 @@ def answer(**fields: Any) -> Answer:
     return Answer(**{**base, **fields})
 
 
+# --- the narrative's metrics ---------------------------------------------------------------------
+
+
+def claim(pid: str, **fields: Any) -> Passage:
+    return passage(pid).model_copy(update={"kind": "claim", **fields})
+
+
+def test_lead_needs_a_key_fact_in_the_first_two_sentences() -> None:
+    text = "First point here. [1] Second point. [2] Third has 6 months. [3]"
+    assert lead_ok(text, ["second point"]) is True
+    assert lead_ok(text, ["6 months"]) is False
+    assert lead_ok(text, ["nowhere", "first point"]) is True
+    assert lead_ok(text, []) is None
+
+
+def test_population_conflicts_count_claims_about_another_group() -> None:
+    known = {"a#1": claim("a#1", population=Population(symptomatic="no", location="peripheral")),
+             "b#1": claim("b#1", population=Population(location="peripheral"))}
+    ans = answer(
+        text="Text of a#1. [1] Text of b#1. [2]",
+        citations=(cite(1, "a#1"), cite(2, "b#1")),
+        findings=Findings(symptomatic=True, location="peripheral"),
+        sentences=(NarrativeSentence(text="Text of a#1.", role="claim", cites=("a#1",)),
+                   NarrativeSentence(text="Text of b#1.", role="claim", cites=("b#1",))),
+    )
+    assert population_conflicts(ans, known) == ["a#1 is about symptomatic other than the patient's"]
+    unknown = ans.model_copy(update={"findings": Findings()})
+    assert population_conflicts(unknown, known) == []
+
+
+def test_attribution_checks_each_sentence_cites_its_own_claim_and_source() -> None:
+    known = {"a#1": claim("a#1"), "b#1": claim("b#1")}
+    good = answer(
+        text="In a published case (A 2020), text of a#1. [1]",
+        citations=(cite(1, "a#1"),),
+        sentences=(NarrativeSentence(text="In a published case (A 2020), text of a#1.",
+                                     role="claim", cites=("a#1",)),),
+    )
+    assert attribution_problems(good, known) == []
+    wrong_source = good.model_copy(update={"citations": (cite(1, "a#1", source="b"),)})
+    assert attribution_problems(wrong_source, known) == [
+        "[1] a#1 is cited as b, but it comes from a"]
+    wrong_text = good.model_copy(update={"sentences": (
+        NarrativeSentence(text="Something else.", role="claim", cites=("a#1",)),)})
+    assert attribution_problems(wrong_text, known) == [
+        "[1] the sentence does not state claim a#1"]
+
+
+def test_stock_sentences_flag_answers_sharing_a_sentence_with_three_others() -> None:
+    shared = "the same opener."
+    answers = [[shared, f"point {i}."] for i in range(4)] + [["a different answer."]]
+    assert stock_answers(answers) == [True, True, True, True, False]
+    assert stock_share(answers) == pytest.approx(4 / 5)
+    assert stock_share([[shared]] * 3 + [["other."]]) == 0.0  # 3 answers: only 2 others
+    assert evidence_sentences("For a patient, the table gives: x. Fact one. [1]\n\nNote. [2]",
+                              exclude=["For a patient, the table gives: x."]) == ["fact one."]
+
+
 def test_retrieved_ranking_stops_at_the_extra_cited_passages() -> None:
     ans = answer(passages=(passage("b#1"), passage("a#1"), passage("b#1"),
                            passage("c#1", ranked=False)))
@@ -287,7 +356,8 @@ def test_score_case_names_every_kind_of_failure() -> None:
         recommendation=recommendation("anticoagulation"),
     )
     r = score_case(c, ans, ["d"], KNOWN)
-    assert set(r.failures) == {"tier", "escalations", "retrieval", "citations", "key_facts"}
+    assert set(r.failures) == {"tier", "escalations", "retrieval", "citations", "key_facts",
+                               "lead"}
     assert "expected surgical_embolectomy, got anticoagulation" in r.failures["tier"]
     problems = r.failures["citations"]
     assert "belongs to a, not b" in problems
@@ -317,15 +387,17 @@ def test_a_product_error_is_scored_as_a_failed_case() -> None:
 def result(cid: str, expected: str, predicted: str, *, split: str = "test",
            must_abstain: bool = False, abstained: bool = False,
            relevant: tuple[str, ...] = (), ranking: tuple[str, ...] = (),
-           latency: float = 10.0) -> CaseResult:
-    c = EvalCase.model_validate(case(id=cid, split=split, must_abstain=must_abstain, set="tiny",
+           latency: float = 10.0, set_name: str = "tiny",
+           key_facts: tuple[str, ...] = ()) -> CaseResult:
+    c = EvalCase.model_validate(case(id=cid, split=split, must_abstain=must_abstain, set=set_name,
                                      expected_tier=None if expected == "none" else expected,
-                                     relevant_source_ids=list(relevant)))
+                                     relevant_source_ids=list(relevant),
+                                     key_facts=list(key_facts)))
     rec = None if predicted == "none" else recommendation(predicted)
     ans = answer(in_scope=not abstained, recommendation=rec, latency_ms=latency,
                  passages=tuple(passage(f"{s}#1") for s in ranking),
                  citations=(cite(1, f"{ranking[0]}#1"),) if ranking else (),
-                 text="See [1]." if ranking else "")
+                 text="Text of a#1. [1]" if ranking else "")
     known = {**KNOWN, **{f"{s}#1": passage(f"{s}#1") for s in ranking}}
     return score_case(c, ans, list(relevant), known)
 
@@ -335,7 +407,8 @@ def tiny_results() -> list[CaseResult]:
         result("m1", "surveillance", "surveillance", latency=10),
         result("m2", "anticoagulation", "needs_information", latency=20),
         result("m3", "needs_information", "needs_information", split="dev", latency=30),
-        result("k1", "none", "none", relevant=("a",), ranking=("b", "a"), latency=40),
+        result("k1", "none", "none", relevant=("a",), ranking=("b", "a"), latency=40,
+               set_name="knowledge", key_facts=("Text of",)),
         result("o1", "none", "none", must_abstain=True, abstained=True, latency=50),
         result("o2", "none", "none", must_abstain=True, abstained=False, latency=60),
     ]

@@ -28,6 +28,7 @@ from assistant.errors import (
     DataError,
     IndexError_,
     IndexUnavailableError,
+    KnowledgeError,
     ModelError,
 )
 from assistant.knowledge.corpus import load_corpus
@@ -193,8 +194,9 @@ def test_changed_knowledge_file_gives_a_new_collection_and_keeps_the_previous_on
 ) -> None:
     settings = Settings(knowledge_dir=knowledge_copy, data_dir=tmp_path / "data")
     old = Assistant.from_settings(settings, embedder=HashEmbedder(), audit=False)
-    source = knowledge_copy / "sources" / "krueger-2009.md"
-    source.write_text(source.read_text(encoding="utf-8") + "\nA reviewed addition.\n",
+    source = knowledge_copy / "sources" / "krueger-2009.yaml"
+    text = source.read_text(encoding="utf-8")
+    source.write_text(text.replace("found no established standard", "found no standard"),
                       encoding="utf-8")
     new = Assistant.from_settings(settings, embedder=HashEmbedder(), audit=False)
     assert new.versions.index != old.versions.index
@@ -331,9 +333,41 @@ def test_model_directory_that_cannot_be_loaded_is_a_clear_error(tmp_path: Path) 
 
 
 @pytest.mark.parametrize(
+    ("edit", "field"),
+    [
+        (lambda t: t.replace('evidence_type: "systematic review"', "evidence_type: anecdote"),
+         "evidence_type"),
+        (lambda t: t.replace('doi: "10.1007/s00586-009-1073-y"', 'doi: "doi:10.1007/x"'), "doi"),
+        (lambda t: t.replace("year: 2009", "year: 2009\nreviewer: someone"), "reviewer"),
+        (lambda t: t.replace("claims:\n", "claims: [unclosed\n", 1), ""),
+        (lambda t: t.replace("    topics: [evidence-base, management]",
+                             "    topics: [evidence-bass, management]", 1),
+         "claims[no-standard]"),
+    ],
+    ids=["unknown-evidence-type", "malformed-doi", "unknown-field", "bad-yaml", "unknown-topic"],
+)
+def test_malformed_knowledge_source_fails_at_start_naming_file_and_field(
+    knowledge_copy: Path, tmp_path: Path, edit: Callable[[str], str], field: str
+) -> None:
+    path = knowledge_copy / "sources" / "krueger-2009.yaml"
+    original = path.read_text(encoding="utf-8")
+    broken = edit(original)
+    assert broken != original, "the edit did not apply to the fixture text"
+    path.write_text(broken, encoding="utf-8")
+    settings = Settings(knowledge_dir=knowledge_copy, data_dir=tmp_path / "data")
+    with pytest.raises(KnowledgeError) as caught:
+        Assistant.from_settings(settings, embedder=HashEmbedder())
+    assert caught.value.path == str(path)
+    assert field in caught.value.field
+    assert str(path) in str(caught.value)
+    assert not settings.chroma_path.exists(), "nothing is built from a broken knowledge base"
+
+
+@pytest.mark.parametrize(
     ("file", "edit", "says"),
     [
-        ("sources/krueger-2009.md", lambda t: t.replace("year: 2009", "year: 2009\nreviewer: x"),
+        ("sources/krueger-2009.yaml",
+         lambda t: t.replace("year: 2009", "year: 2009\nreviewer: x", 1),
          "reviewer: unknown field"),
         ("rules.yaml", lambda t: t.replace("tier: surveillance", "tier: observation", 1),
          "unknown value 'observation'"),
@@ -341,8 +375,8 @@ def test_model_directory_that_cannot_be_loaded_is_a_clear_error(tmp_path: Path) 
          "symptomatik: unknown field"),
         ("scope.yaml", lambda t: t.replace("core:", "kore:", 1), "kore: unknown field"),
         ("disagreements.yaml",
-         lambda t: t.replace("{krueger-2009#incidence}", "{krueger-2009#incidense}"),
-         "'krueger-2009#incidense' does not resolve"),
+         lambda t: t.replace("{krueger-2009#incidence-range}", "{krueger-2009#incidense-range}"),
+         "'krueger-2009#incidense-range' does not resolve"),
     ],
     ids=["source", "rules", "lexicon", "scope", "disagreements"],
 )

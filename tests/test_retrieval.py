@@ -38,7 +38,7 @@ from assistant.retrieval.retrievers import (
     make_retriever,
 )
 from assistant.settings import Settings
-from assistant.types import Passage
+from assistant.types import Passage, Section, Source
 
 FIXTURE_KNOWLEDGE = Path(__file__).parent / "fixtures" / "knowledge" / "valid"
 
@@ -67,27 +67,35 @@ def small_settings(tmp_path: Path) -> Settings:
 # --- passages ------------------------------------------------------------------------------------
 
 
-def test_passage_ids_are_section_ids_when_sections_fit_one_chunk(settings: Settings) -> None:
+def test_curated_passages_are_the_claims_with_their_ids_and_metadata(settings: Settings) -> None:
     corpus = load_corpus(settings)
-    section_ids = [s.id for src in corpus.knowledge.sources.values() for s in src.sections]
-    assert [p.id for p in corpus.passages] == section_ids
-    assert [p.id for p in load_corpus(settings).passages] == section_ids
+    claim_ids = [c.id for src in corpus.knowledge.sources.values() for c in src.claims]
+    assert [p.id for p in corpus.passages] == claim_ids
+    assert [p.id for p in load_corpus(settings).passages] == claim_ids
+    passage = next(p for p in corpus.passages if p.id == "wang-2012#tozzi-case-embolectomy")
+    claim = corpus.knowledge.claims[passage.id]
+    assert passage.kind == "claim" and passage.text == claim.text
+    assert passage.locator == claim.locator == passage.section
+    assert passage.case and passage.via == "Tozzi 2002" and passage.topics == claim.topics
+    assert passage.doi == corpus.knowledge.sources["wang-2012"].doi
 
 
-def test_long_sections_split_into_numbered_pieces_with_stable_ids(settings: Settings) -> None:
-    sources = list(load_corpus(settings).knowledge.sources.values())
-    passages = passages_from_sources(sources, chunk_size=200, chunk_overlap=50)
-    again = passages_from_sources(sources, chunk_size=200, chunk_overlap=50)
+def test_user_document_sections_split_into_numbered_pieces_with_stable_ids() -> None:
+    text = " ".join(f"Sentence {i} about cement in the pulmonary arteries." for i in range(30))
+    source = Source(
+        id="user-notes-0000", title="notes", evidence_type="user-supplied", user_supplied=True,
+        sections=(Section(id="user-notes-0000#notes", heading="Notes", text=text),),
+    )
+    passages = passages_from_sources([source], chunk_size=200, chunk_overlap=50)
+    again = passages_from_sources([source], chunk_size=200, chunk_overlap=50)
     assert [(p.id, p.text) for p in passages] == [(p.id, p.text) for p in again]
-    assert len({p.id for p in passages}) == len(passages)
-    section = sources[0].sections[0]
-    assert len(section.text) > 200
-    pieces = [p for p in passages if p.section_id == section.id]
-    assert [p.id for p in pieces] == [section.id] + [
-        f"{section.id}~{n}" for n in range(2, len(pieces) + 1)
+    assert len(passages) > 1 and len({p.id for p in passages}) == len(passages)
+    section = source.sections[0]
+    assert [p.id for p in passages] == [section.id] + [
+        f"{section.id}~{n}" for n in range(2, len(passages) + 1)
     ]
-    assert all(len(p.text) <= 200 for p in pieces)
-    assert all(p.source_id == sources[0].id and p.section == section.heading for p in pieces)
+    assert all(len(p.text) <= 200 for p in passages)
+    assert all(p.kind == "section" and p.user_supplied and p.section == "Notes" for p in passages)
 
 
 # --- index lifecycle -----------------------------------------------------------------------------
@@ -123,8 +131,8 @@ def test_rebuild_flag_builds_beside_the_active_one_then_switches_and_removes_it(
 
 
 def _edit(settings: Settings, text: str) -> None:
-    path = settings.knowledge_dir / "sources" / "alpha-2020.md"
-    path.write_text(path.read_text(encoding="utf-8") + f"\n{text}\n", encoding="utf-8")
+    path = settings.knowledge_dir / "sources" / "alpha-2020.yaml"
+    path.write_text(path.read_text(encoding="utf-8") + f"\n# {text}\n", encoding="utf-8")
 
 
 def test_changed_knowledge_keeps_the_previous_version_and_removes_older_ones(
@@ -245,8 +253,11 @@ def test_query_with_no_active_collection_is_unavailable_and_names_the_command(
 
 
 def test_bm25_finds_the_passage_with_an_exact_rare_term(settings: Settings) -> None:
-    hits = BM25Retriever(load_corpus(settings).passages).retrieve("fishhook", 5)
-    assert hits[0].id == "wu-2024#case-summary"
+    passages = load_corpus(settings).passages
+    holders = [p.id for p in passages if "cushing" in p.text.lower()]
+    assert len(holders) == 1
+    hits = BM25Retriever(passages).retrieve("Cushing", 5)
+    assert [h.id for h in hits] == holders
     assert hits[0].ranks == {"bm25": 1} and hits[0].scores["bm25"] > 0
 
 
@@ -319,7 +330,7 @@ def test_make_retriever_selects_each_mode(
     hits = retriever.retrieve("cement leakage into the azygos vein", 5)
     assert len(hits) == 5
     assert set(hits[0].ranks) == rank_keys
-    assert "venmans-2010#azygos-vein-leakage-as-a-risk-factor" in {p.id for p in hits}
+    assert "venmans-2010#azygos-leakage-risk-factor" in {p.id for p in hits}
 
 
 def test_make_retriever_needs_the_index_for_dense_modes(

@@ -90,8 +90,10 @@ QUESTIONS: list[tuple[str, set[str]]] = [
      {"saad-2022", "wneu-2017-leakage"}),
     ("Why use biplane fluoroscopy while injecting cement?",
      {"ajnr-1999-acrylic", "jbjs-2003-leakage", "venmans-2008"}),
+    # Luetmer 2011 answers it too: the operator was not associated with embolism (a claim of
+    # its own since knowledge became claims).
     ("Does operator experience matter in preventing cement embolism?",
-     {"krueger-2009"}),
+     {"krueger-2009", "luetmer-2011"}),
 ]
 
 

@@ -17,35 +17,12 @@ import pytest
 
 from assistant.clinical.rules import Overlay, Rule, RuleTable, check_rules, load_rules
 from assistant.errors import AssistantError, DataError, RulesError
-from assistant.knowledge.sources import citation_index, load_knowledge
-from assistant.types import Citation, Conflict, Evidence, Findings, Section, Source
+from assistant.knowledge.sources import load_knowledge
+from assistant.types import Citation, Conflict, Evidence, Findings
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "knowledge" / "rules.yaml"
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "rules"
-
-# The sections the shipped table may cite (each reviewed against the evidence dossier).
-CITABLE = (
-    "krueger-2009#no-diagnostic-or-treatment-standard",
-    "krueger-2009#treatment-algorithm",
-    "krueger-2009#anticoagulation-regimen",
-    "clinical-pearl-2021#treatment-algorithm",
-    "clinical-pearl-2021#why-anticoagulation-is-uncertain",
-    "clinical-pearl-2021#timing-and-clinical-course",
-    "siniscalchi-2022#management-by-clinical-severity",
-    "wang-2012#clinical-significance",
-    "wang-2012#surgical-embolectomy-in-reported-cases",
-    "wang-2012#symptoms-during-cement-injection",
-    "rothermich-2014#non-surgical-and-endovascular-management",
-    "rahimi-2018#conservative-versus-surgical-management",
-    "waler-2020#management-without-anticoagulation",
-    "waler-2020#presentation-of-symptomatic-pce",
-    "mansour-2018#anticoagulation-practice",
-    "hatzantonis-2017#management-of-intracardiac-cement",
-    "szolnoky-2012#open-heart-cement-removal",
-    "jkms-2018#hybrid-removal-of-intracardiac-cement",
-    "tseng-2023#right-ventricular-cement-removed-on-bypass",
-)
 
 SYMPTOMATIC = {"yes": True, "no": False, "unknown": None}
 LOCATION = {"central": "central", "peripheral": "peripheral", "unknown": None}
@@ -53,29 +30,26 @@ FLAG = {"yes": True, "no": False, "unknown": None}
 
 
 @pytest.fixture(scope="module")
-def knowledge() -> dict[str, Source]:
-    return load_knowledge(ROOT / "knowledge").sources
+def knowledge() -> dict[str, Citation]:
+    """The shipped knowledge's citation index: claim id -> Citation."""
+    return load_knowledge(ROOT / "knowledge").citations
 
 
 @pytest.fixture(scope="module")
-def table(knowledge: dict[str, Source]) -> RuleTable:
-    return load_rules(SHIPPED, citation_index(knowledge))
+def table(knowledge: dict[str, Citation]) -> RuleTable:
+    return load_rules(SHIPPED, knowledge)
 
 
 @pytest.fixture(scope="module")
 def fake_citations() -> dict[str, Citation]:
-    fake = Source(
-        id="fake-2020",
-        title="A fake source",
-        year=2020,
-        doi="10.1234/fake",
-        evidence_type="case report",
-        sections=(
-            Section(id="fake-2020#algorithm", heading="Algorithm", text="Fake algorithm. " * 30),
-            Section(id="fake-2020#severity", heading="Severity", text="Fake severity."),
-        ),
-    )
-    return citation_index({fake.id: fake})
+    """A fake source's two claims, as the citation index the table resolves against."""
+    return {
+        cid: Citation(source_id="fake-2020", title="A fake source", year=2020,
+                      doi="10.1234/fake", passage_id=cid, section="abstract",
+                      snippet=f"Fake claim {cid}.", evidence_type="case report",
+                      locator="abstract")
+        for cid in ("fake-2020#algorithm", "fake-2020#severity")
+    }
 
 
 def rows_and_escalations(table: RuleTable) -> list[Rule | Overlay]:
@@ -107,12 +81,12 @@ def conflict(finding: str, *spans: tuple[str, str]) -> Conflict:
 
 
 # ------------------------------------------------------------------------------- shipped table
-def test_rules_shipped_table_passes_every_check(knowledge: dict[str, Source]) -> None:
-    assert check_rules(SHIPPED, citation_index(knowledge)) == []
+def test_rules_shipped_table_passes_every_check(knowledge: dict[str, Citation]) -> None:
+    assert check_rules(SHIPPED, knowledge) == []
 
 
 def test_rules_shipped_table_exposes_version_rows_and_fingerprint(table: RuleTable) -> None:
-    assert table.version == "2026.11.2"
+    assert table.version == "2026.11.3"
     assert table.fingerprint == hashlib.sha256(SHIPPED.read_bytes()).hexdigest()[:12]
     assert [r.id for r in table.rows] == [
         "asymptomatic-peripheral", "symptomatic-peripheral", "asymptomatic-central",
@@ -168,31 +142,54 @@ def test_rules_anticoagulating_rows_say_how_uncertain_the_evidence_is(
     rule = next(r for r in table.rows if r.id == rule_id)
     caveats = " ".join(rule.caveats)
     for needle in ("case reports and reviews", "no diagnostic or treatment standard",
-                   "does not appear thrombogenic in vitro", "Waler 2020", "Clinical Pearl 2021"):
+                   "did not trigger platelet aggregation", "in vitro", "Clinical Pearl 2021"):
         assert needle in caveats, (rule_id, needle)
     cited = {c.passage_id for c in rule.citations}
-    assert {"krueger-2009#no-diagnostic-or-treatment-standard",
-            "clinical-pearl-2021#why-anticoagulation-is-uncertain",
-            "waler-2020#management-without-anticoagulation"} <= cited
+    assert {"krueger-2009#no-standard",
+            "clinical-pearl-2021#anticoagulation-uncertain-in-vitro",
+            "blinc-2004#no-platelet-aggregation",
+            "gurba-2016#cement-and-clot-together"} <= cited
+    assert rule.certainty is not None and rule.certainty.level == "very low"
 
 
-def test_rules_cite_only_reviewed_sections_that_exist(
-    table: RuleTable, knowledge: dict[str, Source]
+def test_rules_citations_are_the_claims_of_the_citation_index(
+    table: RuleTable, knowledge: dict[str, Citation]
 ) -> None:
-    sections = {s.id: (src, s) for src in knowledge.values() for s in src.sections}
-    assert set(CITABLE) <= set(sections)
     for item in [*rows_and_escalations(table), *table.derived]:
         assert item.citations, item.id
         for cit in item.citations:
-            assert cit.passage_id in CITABLE, (item.id, cit.passage_id)
-            source, section = sections[cit.passage_id]
+            assert cit == knowledge[cit.passage_id], (item.id, cit.passage_id)
             assert cit.n == 0
-            assert (cit.source_id, cit.title, cit.year, cit.doi, cit.pmid, cit.url,
-                    cit.evidence_type) == (source.id, source.title, source.year, source.doi,
-                                           source.pmid, source.url, source.evidence_type)
-            assert cit.section == section.heading
-            assert len(cit.snippet) <= 241
-            assert " ".join(section.text.split()).startswith(cit.snippet.rstrip("…"))
+
+
+def test_rules_cite_claims_with_their_locators(table: RuleTable) -> None:
+    for item in rows_and_escalations(table):
+        assert item.citations, item.id
+        for c in item.citations:
+            assert c.passage_id.startswith(f"{c.source_id}#"), c.passage_id
+            assert c.locator and c.section == c.locator and c.snippet
+
+
+def test_rules_certainty_is_carried_onto_recommendation_and_escalation(table: RuleTable) -> None:
+    rec = table.recommend(findings("yes", "peripheral", hemodynamic="yes"))
+    assert rec.certainty is not None and rec.certainty.level == "very low"
+    assert rec.certainty.appraisal == "tool"
+    (esc,) = rec.escalations
+    assert esc.certainty is not None and esc.certainty.basis
+    assert all(r.certainty is not None for r in rows_and_escalations(table))
+
+
+def test_rules_malformed_certainty_is_refused_naming_the_row(
+    tmp_path: Path, fake_citations: Mapping[str, Citation]
+) -> None:
+    path = tmp_path / "rules.yaml"
+    text = (FIXTURES / "valid.yaml").read_text(encoding="utf-8")
+    path.write_text(text.replace('    citations: ["fake-2020#algorithm"]\n',
+                                 '    citations: ["fake-2020#algorithm"]\n'
+                                 '    certainty: {level: "unsure", basis: "x", appraisal: tool}\n',
+                                 1), encoding="utf-8")
+    problems = check_rules(path, fake_citations)
+    assert any("rows[quiet-peripheral].certainty.level" in p for p in problems), problems
 
 
 # --------------------------------------------------------------------------------- escalations
@@ -218,7 +215,7 @@ def test_rules_hemodynamic_instability_adds_emergency_escalation(table: RuleTabl
     assert esc.id == "hemodynamic_instability"
     assert any("critical care" in a for a in esc.actions)
     assert {c.passage_id for c in esc.citations} >= {
-        "wang-2012#clinical-significance", "rahimi-2018#conservative-versus-surgical-management"
+        "wang-2012#symptomatic-emergency", "rahimi-2018#conservative-unless-haemodynamic-change"
     }
 
 
@@ -231,9 +228,8 @@ def test_rules_intracardiac_cement_adds_echo_and_cardiothoracic_escalation(
     assert esc.id == "intracardiac_cement"
     assert any("echocardiography" in a for a in esc.actions)
     assert any("cardiothoracic" in a for a in esc.actions)
-    assert "hatzantonis-2017#management-of-intracardiac-cement" in {
-        c.passage_id for c in esc.citations
-    }
+    assert {"hatzantonis-2017#case-outcome-echo-unchanged",
+            "wu-2024#case-rv-free-wall-perforation"} <= {c.passage_id for c in esc.citations}
 
 
 # ----------------------------------------------------------------------- missing and conflicts
@@ -436,7 +432,7 @@ def test_rules_instability_with_symptoms_not_stated_counts_as_symptomatic(
         "instability-counts-as-symptoms", "symptomatic", "yes")
     assert derived.because == "hemodynamic_instability = yes"
     assert [c.passage_id for c in derived.citations] == [
-        "wang-2012#symptoms-during-cement-injection"
+        "wang-2012#freitag-case-during-injection", "wang-2012#symptomatic-emergency"
     ]
     assert [(e.finding, e.text) for e in derived.evidence] == [("symptomatic", "hypotensive")]
     assert any(s.rule_id == derived.id and s.matched for s in rec.trace)
@@ -519,7 +515,7 @@ def test_rules_valid_fixture_table_loads(fake_citations: Mapping[str, Citation])
     assert table.version == "0.0.1"
     rec = table.recommend(findings("no", "peripheral", hemodynamic="yes"))
     assert (rec.tier, rec.rule_id) == ("surveillance", "quiet-peripheral")
-    assert rec.citations[0].snippet.endswith("…") and len(rec.citations[0].snippet) <= 241
+    assert rec.citations[0] == fake_citations["fake-2020#algorithm"]
     assert [e.id for e in rec.escalations] == ["hemodynamic_instability"]
 
 
@@ -536,7 +532,7 @@ def test_rules_valid_fixture_table_loads(fake_citations: Mapping[str, Citation])
          "duplicate_id.yaml:25: rows[treat].id: duplicate id 'treat' (first at line 18)"),
         ("unresolved_citation.yaml",
          "unresolved_citation.yaml:52: escalations[hemodynamic_instability].citations[0]: "
-         "citation 'fake-2020#severty' does not resolve to a section or claim of 'fake-2020' "
+         "citation 'fake-2020#severty' does not resolve to a claim of 'fake-2020' "
          "(did you mean 'fake-2020#severity'?)"),
         ("gap.yaml", "gap.yaml:10: rows: gap: no row fires for symptomatic=yes, location=unknown"),
         ("overlap.yaml",

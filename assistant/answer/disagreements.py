@@ -32,7 +32,7 @@ class Topic(BaseModel):
         missing = [sid for sid in PLACEHOLDER_RE.findall(note) if sid not in known]
         if missing:
             raise ValueError("; ".join(
-                f"citation '{sid}' does not resolve to a knowledge section"
+                f"citation '{sid}' does not resolve to a knowledge claim"
                 f"{suggest(sid, [k for k in known if k.startswith(sid.split('#')[0] + '#')])}"
                 for sid in missing
             ))
@@ -52,6 +52,6 @@ class Disagreements(BaseModel):
 
 
 def load_disagreements(path: Path, known_sections: Collection[str]) -> Disagreements:
-    """Every placeholder must name an existing knowledge section; every trigger must compile."""
+    """Every placeholder must name an existing knowledge claim; every trigger must compile."""
     return load_model(path, Disagreements, error=RulesError, what="disagreements",
                       context={"citations": known_sections})

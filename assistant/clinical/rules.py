@@ -338,10 +338,10 @@ class RuleTable:
             caveats=rule.caveats,
             escalations=outcome.escalations,
             citations=rule.citations,
+            certainty=rule.certainty,
             missing=tuple(missing),
             inputs=dict(values),
             trace=outcome.trace,
             derived=tuple(self._derived_input(d, values, findings.evidence)
                           for d in outcome.derived),
-            certainty=rule.certainty,
         )

@@ -125,7 +125,7 @@ def _resolve(raw: Any, info: ValidationInfo) -> Any:
                                    f"{suggest(source, sources)}"))
         else:
             ids = [key for key in index if key.startswith(f"{source}#")]
-            problems.append(((i,), f"citation '{ref}' does not resolve to a section or claim "
+            problems.append(((i,), f"citation '{ref}' does not resolve to a claim "
                                    f"of '{source}'{suggest(ref, ids)}"))
     if problems:
         raise report(problems)

@@ -1,7 +1,9 @@
 """Is a question about cement embolism / vertebral augmentation? If not, the assistant abstains.
 
-Deterministic: the terms in ``knowledge/scope.yaml`` decide first; only a question that names
-neither the domain nor another condition falls back to its dense similarity to the knowledge.
+Deterministic: the terms in ``knowledge/scope.yaml`` decide first; a question that names a source
+of the knowledge base ("What did Krueger 2009 recommend?") is in scope; only a question that names
+neither the domain, nor a source, nor another condition falls back to its dense similarity to the
+knowledge.
 """
 
 from __future__ import annotations
@@ -58,12 +60,15 @@ class ScopeGuard:
         similarity: float | None,
         history_in_scope: bool = False,
         states_finding: bool = False,
+        names_source: bool = False,
     ) -> ScopeDecision:
         core = bool(self.core.search(question))
         if self.other.search(question) and not core:
             return ScopeDecision(False, "names another condition")
         if self.names_domain(question):
             return ScopeDecision(True, "names cement embolism or vertebral augmentation")
+        if names_source:
+            return ScopeDecision(True, "names a source of the knowledge base")
         if history_in_scope and (states_finding or self.context.search(question)):
             return ScopeDecision(True, "follows up an in-scope conversation")
         if similarity is not None and similarity >= self.threshold:

@@ -11,7 +11,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from assistant.evals.cases import LABELS
-from assistant.evals.runner import GATE, KS, EvalRun, Metrics, gate_failures, gate_mode
+from assistant.evals.runner import (
+    ANSWER_GATE,
+    GATE,
+    KS,
+    EvalRun,
+    Metrics,
+    gate_failures,
+    gate_mode,
+)
 
 ROWS: tuple[tuple[str, str], ...] = (
     ("tier_accuracy", "Tier accuracy (all cases)"),
@@ -52,6 +60,17 @@ def stamp(run: EvalRun) -> str:
             f"rules {v.get('rules')} · model {v.get('model')} · index {v.get('index') or '-'}")
 
 
+# The narrative's rows (answer_metrics): attribute of Metrics.narrative, label, denominator.
+NARRATIVE_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("lead_knowledge", "Lead: key fact in 2 sentences (knowledge set)", "lead_knowledge_n"),
+    ("lead_all", "Lead: key fact in 2 sentences (all cases with key facts)", "lead_all_n"),
+    ("population_conflicts", "Population conflicts (sentences)", "population_conflict_cases"),
+    ("attribution", "Attribution (answers with exact attribution)", "attribution_n"),
+    ("stock_sentences", "Stock sentences (share of answers)", ""),
+    ("sentences_mean", "Evidence sentences per answer (mean)", ""),
+)
+
+
 def metrics_table(columns: dict[str, Metrics]) -> list[str]:
     lines = ["| metric | " + " | ".join(columns) + " |",
              "|---|" + "---:|" * len(columns)]
@@ -61,6 +80,21 @@ def metrics_table(columns: dict[str, Metrics]) -> list[str]:
             cell = _fmt(getattr(m, name), name)
             if name in DENOMINATORS:
                 cell += f" (n={getattr(m, DENOMINATORS[name])})"
+            cells.append(cell)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines + narrative_rows(columns)
+
+
+def narrative_rows(columns: dict[str, Metrics]) -> list[str]:
+    lines = []
+    for name, label, denominator in NARRATIVE_ROWS:
+        cells = []
+        for m in columns.values():
+            n = m.narrative
+            value = getattr(n, name) if n is not None else None
+            cell = str(value) if isinstance(value, int) else _fmt(value)
+            if n is not None and denominator:
+                cell += f" (n={getattr(n, denominator)})"
             cells.append(cell)
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
@@ -84,6 +118,13 @@ def gate_section(run: EvalRun) -> list[str]:
         value = getattr(test, name)
         ok = value is not None and value >= threshold
         lines.append(f"- {'PASS' if ok else 'FAIL'} `{name}` = {_fmt(value)} (≥ {threshold})")
+    narrative = test.narrative
+    for name, (op, limit, _) in ANSWER_GATE.items():
+        value = getattr(narrative, name) if narrative is not None else None
+        ok = value is not None and (value >= limit if op == ">=" else value <= limit)
+        shown = str(value) if isinstance(value, int) else _fmt(value)
+        sign = "≥" if op == ">=" else "≤"
+        lines.append(f"- {'PASS' if ok else 'FAIL'} `{name}` = {shown} ({sign} {limit})")
     broken = gate_failures(run)
     if broken:
         lines += ["", "```", *broken, "```"]
@@ -132,7 +173,8 @@ def summary_json(run: EvalRun) -> dict[str, object]:
     return {
         "created": run.created, "versions": run.versions, "split": run.split, "sets": run.sets,
         "counts": run.counts,
-        "gate": {"mode": gate_mode(run), "thresholds": GATE, "failures": gate_failures(run)},
+        "gate": {"mode": gate_mode(run), "thresholds": GATE, "narrative_thresholds": ANSWER_GATE,
+                 "failures": gate_failures(run)},
         "modes": {
             m: {
                 "settings_fingerprint": r.settings_fingerprint,
@@ -277,6 +319,12 @@ def format_summary(run: EvalRun) -> str:
     for k in keys:
         lines.append(f"{k:{width}}  " + "  ".join(
             f"{_fmt(getattr(r.metrics, k), k):>8}" for r in run.modes.values()))
+    for k in ("lead_knowledge", "lead_all", "population_conflicts", "attribution",
+              "stock_sentences"):
+        values = [getattr(r.metrics.narrative, k) if r.metrics.narrative else None
+                  for r in run.modes.values()]
+        lines.append(f"{k:{width}}  " + "  ".join(
+            f"{v if isinstance(v, int) else _fmt(v):>8}" for v in values))
     failed = {m: sum(bool(c.failures) for c in r.cases) for m, r in run.modes.items()}
     lines.append("failed cases: " + ", ".join(f"{m} {n}" for m, n in failed.items()))
     return "\n".join(lines)

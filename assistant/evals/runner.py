@@ -18,6 +18,15 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from assistant.errors import AssistantError
+from assistant.evals.answer_metrics import (
+    attribution_problems,
+    displayed_sentences,
+    evidence_sentences,
+    lead_ok,
+    population_conflicts,
+    stock_answers,
+    stock_share,
+)
 from assistant.evals.cases import (
     NONE,
     EvalCase,
@@ -58,6 +67,14 @@ GATE_CAUSES: dict[str, tuple[str, Callable[[CaseResult], bool]]] = {
     "recall_at_5": ("retrieval", lambda r: True),
     "citation_validity": ("citations", lambda r: True),
 }
+# The narrative's gate (issue 10), judged like GATE on the test split: (comparison, threshold,
+# failure kind that explains it).
+ANSWER_GATE: dict[str, tuple[str, float, str]] = {
+    "lead_knowledge": (">=", 0.90, "lead"),
+    "population_conflicts": ("<=", 0, "population"),
+    "attribution": (">=", 1.0, "attribution"),
+}
+KNOWLEDGE_SET = "knowledge"
 
 
 # --- results -------------------------------------------------------------------------------------
@@ -90,6 +107,12 @@ class CaseResult(BaseModel):
     response: str = ""
     reference: str = ""
     contexts: list[str] = Field(default_factory=list, exclude=True)
+    # The narrative (answer_metrics): see _score_narrative.
+    lead: bool | None = None
+    population_conflicts: list[str] = Field(default_factory=list)
+    attribution_problems: list[str] = Field(default_factory=list)
+    evidence: list[str] = Field(default_factory=list, description="Evidence sentences, normalised.")
+    stock: bool | None = None
 
     @property
     def escalation_ok(self) -> bool:
@@ -160,7 +183,36 @@ def score_case(
         f["citations"] = "; ".join(problems)
     if missing:
         f["key_facts"] = "missing " + ", ".join(repr(m) for m in missing)
+    if answer is not None and answer.in_scope:
+        _score_narrative(result, case, answer, known)
     return result
+
+
+def _score_narrative(
+    result: CaseResult, case: EvalCase, answer: Answer, known: Mapping[str, Passage]
+) -> None:
+    """Lead, population conflicts, attribution and the evidence sentences (for stock)."""
+    result.lead = lead_ok(answer.text, case.key_facts)
+    result.population_conflicts = population_conflicts(answer, known)
+    result.attribution_problems = attribution_problems(answer, known)
+    tier = [s.text for s in answer.sentences if s.role == "tier"]
+    result.evidence = evidence_sentences(answer.text, exclude=tier)
+    f = result.failures
+    if result.lead is False:
+        f["lead"] = "no key fact in the first two sentences: " + " ".join(
+            displayed_sentences(answer.text)[:2]
+        )[:300]
+    if result.population_conflicts:
+        f["population"] = "; ".join(result.population_conflicts)
+    if result.attribution_problems:
+        f["attribution"] = "; ".join(result.attribution_problems)
+
+
+def mark_stock(results: Sequence[CaseResult]) -> None:
+    """Flag the answers that share a sentence with 3 or more other answers of the run."""
+    answered = [r for r in results if r.evidence]
+    for r, flag in zip(answered, stock_answers([r.evidence for r in answered]), strict=True):
+        r.stock = flag
 
 
 class Metrics(BaseModel):
@@ -190,6 +242,43 @@ class Metrics(BaseModel):
     latency_p50_ms: float | None
     latency_p95_ms: float | None
     confusion: dict[str, dict[str, int]]
+    narrative: NarrativeMetrics | None = None
+
+
+class NarrativeMetrics(BaseModel):
+    """The narrative's metrics (answer_metrics), over in-scope answers."""
+
+    lead_knowledge: float | None = Field(description="Knowledge set: key fact in 2 sentences.")
+    lead_knowledge_n: int
+    lead_all: float | None = Field(description="Every case with key facts.")
+    lead_all_n: int
+    population_conflicts: int = Field(description="Claim sentences contradicting findings.")
+    population_conflict_cases: int
+    attribution: float | None = Field(description="Share of answers with exact attribution.")
+    attribution_n: int
+    stock_sentences: float | None = Field(
+        description="Share of answers sharing a sentence with 3+ other answers."
+    )
+    sentences_mean: float | None
+
+
+def summarise_narrative(results: Sequence[CaseResult]) -> NarrativeMetrics:
+    knowledge = [r for r in results if r.set == KNOWLEDGE_SET and r.lead is not None]
+    with_facts = [r for r in results if r.lead is not None]
+    cited = [r for r in results if r.cited or r.attribution_problems]
+    answered = [r for r in results if r.evidence]
+    return NarrativeMetrics(
+        lead_knowledge=_mean([float(bool(r.lead)) for r in knowledge]),
+        lead_knowledge_n=len(knowledge),
+        lead_all=_mean([float(bool(r.lead)) for r in with_facts]),
+        lead_all_n=len(with_facts),
+        population_conflicts=sum(len(r.population_conflicts) for r in results),
+        population_conflict_cases=sum(bool(r.population_conflicts) for r in results),
+        attribution=_mean([float(not r.attribution_problems) for r in cited]),
+        attribution_n=len(cited),
+        stock_sentences=stock_share([r.evidence for r in answered]),
+        sentences_mean=_mean([float(len(r.evidence)) for r in answered]),
+    )
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -238,6 +327,7 @@ def summarise(results: Sequence[CaseResult]) -> Metrics:
         latency_p50_ms=percentile(latencies, 50),
         latency_p95_ms=percentile(latencies, 95),
         confusion=confusion_matrix((r.expected, r.predicted) for r in results),
+        narrative=summarise_narrative(results),
     )
 
 
@@ -259,6 +349,7 @@ class EvalRun(BaseModel):
 
 
 def _summarise_mode(mode: str, fingerprint: str, results: list[CaseResult]) -> ModeResult:
+    mark_stock(results)
     splits = sorted({r.split for r in results})
     return ModeResult(
         mode=mode,
@@ -378,4 +469,24 @@ def gate_failures(run: EvalRun) -> list[str]:
             for r in cases
             if kind in r.failures and broke(r)
         ]
+    return lines + narrative_gate_failures(run)
+
+
+def narrative_gate_failures(run: EvalRun) -> list[str]:
+    """Broken narrative thresholds (ANSWER_GATE) on the test split, with the cases."""
+    mode = gate_mode(run)
+    metrics = run.modes[mode].by_split.get("test")
+    if metrics is None or metrics.narrative is None:
+        return []
+    cases = [r for r in run.modes[mode].cases if r.split == "test"]
+    lines: list[str] = []
+    for name, (op, threshold, kind) in ANSWER_GATE.items():
+        value = getattr(metrics.narrative, name)
+        ok = value is not None and (value >= threshold if op == ">=" else value <= threshold)
+        if ok:
+            continue
+        shown = "n/a" if value is None else f"{value:.3f}"
+        lines.append(f"{mode} {name} = {shown}, needs {op} {threshold} (test split)")
+        lines += [f"    {r.id}: {kind}: {r.failures[kind]}" for r in cases if kind in r.failures
+                  and (kind != "lead" or r.set == KNOWLEDGE_SET)]
     return lines

@@ -1,63 +1,94 @@
-"""Load and validate the curated knowledge base (``knowledge/sources/*.md``).
+"""Load and validate the curated knowledge base: one YAML file of claims per source.
 
-Each source is Markdown with YAML front matter; its body is ``##`` sections, each a retrieval
-passage. Any malformed file fails loading with its path, line and field named (through
-``assistant.data``), so a broken knowledge base never reaches a clinician.
-
-What other data files cite is the id index ``KnowledgeBase.citations`` (id -> Citation). The
-claim files that will replace the Markdown (``knowledge/sources/*.yaml``) plug in here: a pydantic
-model per file read with ``assistant.data.load_model(path, Model, error=KnowledgeError)``, and
-their '<source id>#<claim id>' ids in the same index; the rules table needs no change.
+``knowledge/sources/<source id>.yaml`` holds a source's bibliographic data and its **claims**
+(one fact each, in our own words; see /work/notes/claims-format.md and DESIGN §3a). Around them:
+``topics.yaml`` (the controlled vocabulary), ``key_points.yaml`` (question kinds and the claims a
+reviewer puts first) and ``coverage.yaml`` (dossier facts kept out, with the reason). Everything is
+checked when it is loaded; the first problem raises ``KnowledgeError`` naming the file, the claim
+and what is wrong, so a broken knowledge base never reaches a clinician.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
-from assistant.data import load_front_matter
 from assistant.errors import KnowledgeError
-from assistant.types import Citation, EvidenceType, Section, Source
+from assistant.knowledge.claimcheck import Names, attribution_problems, text_problems
+from assistant.knowledge.coverage import Coverage, load_coverage
+from assistant.knowledge.keypoints import KeyPoints, load_key_points
+from assistant.knowledge.validate import validate
+from assistant.types import Citation, Claim, Population, Source
 
 DOI_RE = re.compile(r"^10\.\d{4,9}/\S+$")
 PMID_RE = re.compile(r"^\d{1,9}$")
 ID_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-HEADING_RE = re.compile(r"^##\s+(.+?)\s*$", re.MULTILINE)
-SNIPPET_CHARS = 240
+FACT_RE = r"^F[1-9]\d*$"
+HEADING_RE = re.compile(r"^##\s+(.+?)\s*$", re.MULTILINE)  # user Markdown documents
+SNIPPET_CHARS = 300
+
+KebabId = Annotated[str, StringConstraints(pattern=ID_RE.pattern)]
+Text = Annotated[str, BeforeValidator(lambda v: " ".join(v.split()) if isinstance(v, str) else v)]
+CuratedEvidence = Literal[
+    "systematic review", "meta-analysis", "cohort", "case series", "case report", "in-vitro",
+    "narrative/secondary",
+]
 
 
 def slugify(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
-class SourceMeta(BaseModel):
-    """The front matter of a source file."""
-
+class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: str = Field(description="Kebab-case, unique; by convention the file name.")
-    title: str = Field(min_length=1)
+
+class ClaimEntry(_Strict):
+    """One claim as written in a source file."""
+
+    id: KebabId = Field(description="Unique in its file; the global id is '<source>#<id>'.")
+    text: Text = Field(min_length=1)
+    locator: Text = Field(min_length=1, description="abstract, table 1, case description ...")
+    topics: list[KebabId] = Field(min_length=1)
+    facts: list[Annotated[str, StringConstraints(pattern=FACT_RE)]]
+    population: Population | None = None
+    case: bool
+    via: Text | None = Field(default=None, min_length=1)
+    compares: list[KebabId] = Field(default_factory=list)
+
+    @field_validator("compares", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: object) -> object:
+        return [] if value is None else value
+
+
+class SourceFile(_Strict):
+    """A source file: bibliographic data and claims. At least a URL; DOI/PMID when known."""
+
+    id: KebabId
+    title: Text = Field(min_length=1)
     authors: list[str] = Field(description="'Surname Initials'; empty when not confirmed.")
-    journal: str = Field(min_length=1)
-    year: int = Field(ge=1900, le=2100)
+    journal: Text = Field(description="Empty when the dossier does not show it.")
+    year: int | None = Field(ge=1900, le=2100, description="null when the dossier gives none.")
     doi: str | None = None
     pmid: str | None = None
-    evidence_type: EvidenceType
-    url: str = Field(pattern=r"^https://(doi\.org|pubmed\.ncbi\.nlm\.nih\.gov)/")
-    facts: list[str] = Field(default_factory=list, description="Dossier fact ids (F1...).")
-
-    @field_validator("id")
-    @classmethod
-    def _id_format(cls, value: str) -> str:
-        if not ID_RE.match(value):
-            raise ValueError(f"'{value}' is not lowercase kebab-case")
-        return value
+    evidence_type: CuratedEvidence
+    url: str = Field(pattern=r"^https?://\S+$")
+    read: Text = Field(min_length=1, description="What of the source could be read.")
+    claims: list[ClaimEntry] = Field(min_length=1)
 
     @field_validator("doi")
     @classmethod
@@ -68,7 +99,7 @@ class SourceMeta(BaseModel):
 
     @field_validator("pmid", mode="before")
     @classmethod
-    def _pmid_format(cls, value: Any) -> str | None:
+    def _pmid_format(cls, value: object) -> str | None:
         if value is None:
             return None
         text = str(value)
@@ -76,11 +107,15 @@ class SourceMeta(BaseModel):
             raise ValueError(f"'{text}' is not a PMID (digits only)")
         return text
 
-    @model_validator(mode="after")
-    def _needs_identifier(self) -> SourceMeta:
-        if not self.doi and not self.pmid:
-            raise ValueError("a source needs a doi or a pmid so a clinician can check it")
-        return self
+
+class Topic(_Strict):
+    id: KebabId
+    label: str = Field(min_length=1)
+    description: str = Field(min_length=1)
+
+
+class TopicsFile(_Strict):
+    topics: list[Topic] = Field(min_length=1)
 
 
 @dataclass(frozen=True)
@@ -88,107 +123,96 @@ class KnowledgeBase:
     directory: Path
     sources: dict[str, Source]
     fingerprint: str
-    user_sources: dict[str, Source] = field(default_factory=dict)
+    claims: dict[str, Claim] = field(default_factory=dict)
+    topics: dict[str, Topic] = field(default_factory=dict)
+    key_points: KeyPoints | None = None
+    coverage: Coverage | None = None
 
-    @property
-    def all_sources(self) -> dict[str, Source]:
-        return {**self.sources, **self.user_sources}
+    def claim(self, claim_id: str) -> Claim | None:
+        return self.claims.get(claim_id)
 
     @property
     def citations(self) -> dict[str, Citation]:
-        """The id index the rules table and other data files cite against (curated only)."""
-        return citation_index(self.sources)
-
-    def section(self, section_id: str) -> tuple[Source, Section] | None:
-        source_id = section_id.split("#", 1)[0]
-        source = self.all_sources.get(source_id)
-        if source is None:
-            return None
-        for section in source.sections:
-            if section.id == section_id:
-                return source, section
-        return None
+        """Claim id -> its Citation (the rules table and key points resolve ids through it)."""
+        return {cid: citation_for(self.sources[c.source_id], c) for cid, c in self.claims.items()}
 
 
-def parse_sections(
-    path: Path, source_id: str, body: str, first_line: int = 1
-) -> tuple[Section, ...]:
-    """The '## ' sections of a body that starts at ``first_line`` of the file."""
-
-    def fail(field: str, problem: str, offset: int) -> KnowledgeError:
-        return KnowledgeError(path, field, problem, line=first_line + body.count("\n", 0, offset))
-
-    headings = list(HEADING_RE.finditer(body))
-    if not headings:
-        raise fail("sections", "the body needs at least one '## ' section", 0)
-    if body[: headings[0].start()].strip():
-        raise fail("sections", "text before the first '## ' heading", 0)
-    sections: list[Section] = []
-    seen: set[str] = set()
-    for i, match in enumerate(headings):
-        end = headings[i + 1].start() if i + 1 < len(headings) else len(body)
-        heading = match.group(1).strip()
-        text = body[match.end() : end].strip()
-        where = f"section '{heading}'"
-        if not text:
-            raise fail(where, "is empty", match.start())
-        if text.lstrip().startswith("#"):
-            raise fail(where, "only '##' headings are allowed", match.start())
-        section_id = f"{source_id}#{slugify(heading)}"
-        if section_id in seen:
-            raise fail(where, "duplicate heading in this file", match.start())
-        seen.add(section_id)
-        sections.append(Section(id=section_id, heading=heading, text=text))
-    return tuple(sections)
-
-
-def load_source(path: Path) -> Source:
-    meta, body, body_line = load_front_matter(path, SourceMeta, error=KnowledgeError)
-    return Source(
-        id=meta.id,
-        title=meta.title,
-        authors=tuple(meta.authors),
-        journal=meta.journal,
-        year=meta.year,
-        doi=meta.doi,
-        pmid=meta.pmid,
-        evidence_type=meta.evidence_type,
-        url=meta.url,
-        facts=tuple(meta.facts),
-        sections=parse_sections(path, meta.id, body, body_line),
+def citation_for(source: Source, claim: Claim, n: int = 0) -> Citation:
+    return Citation(
+        n=n,
+        source_id=source.id,
+        title=source.title,
+        year=source.year,
+        doi=source.doi,
+        pmid=source.pmid,
+        url=source.url,
+        passage_id=claim.id,
+        section=claim.locator,
+        snippet=_snippet(claim.text),
+        evidence_type=source.evidence_type,
+        locator=claim.locator,
+        via=claim.via,
     )
 
 
 def _snippet(text: str) -> str:
-    text = " ".join(text.split())
-    if len(text) <= SNIPPET_CHARS:
-        return text
-    cut = text.rfind(" ", 0, SNIPPET_CHARS)
-    return text[: cut if cut > 0 else SNIPPET_CHARS].rstrip(" ,;:") + "…"
+    return text if len(text) <= SNIPPET_CHARS else text[: SNIPPET_CHARS - 1].rstrip() + "…"
 
 
-def citation_index(sources: Mapping[str, Source]) -> dict[str, Citation]:
-    """Every citable id ('<source id>#<section slug>') -> its citation, for data files to cite.
+def _claim_error(path: Path, claim_id: str, problem: str) -> KnowledgeError:
+    return KnowledgeError(path, f"claims[{claim_id}]", problem)
 
-    The rules table resolves its citations against this mapping and never reads sources itself,
-    so a knowledge base of claims ('<source id>#<claim id>') only has to provide its own index.
-    """
-    index: dict[str, Citation] = {}
-    for source in sources.values():
-        for section in source.sections:
-            index[section.id] = Citation(
-                source_id=source.id,
-                title=source.title,
-                year=source.year,
-                doi=source.doi,
-                pmid=source.pmid,
-                url=source.url,
-                passage_id=section.id,
-                section=section.heading,
-                snippet=_snippet(section.text),
-                evidence_type=source.evidence_type,
+
+def load_source(path: Path, topics: Iterable[str] | None = None) -> Source:
+    """One source file, its claims checked on their own (the cross-source checks come later)."""
+    entry = validate(path, SourceFile)
+    if entry.id != path.stem:
+        raise KnowledgeError(path, "id", f"'{entry.id}' must equal the file name '{path.stem}'")
+    known_topics = set(topics) if topics is not None else None
+    claims: list[Claim] = []
+    seen: set[str] = set()
+    for c in entry.claims:
+        if c.id in seen:
+            raise _claim_error(path, c.id, "duplicate claim id in this file")
+        seen.add(c.id)
+        problems = text_problems(c.text)
+        if known_topics is not None:
+            problems += [
+                f"unknown topic '{t}' (not in topics.yaml)" for t in c.topics
+                if t not in known_topics
+            ]
+        if entry.id in c.compares:
+            problems.append("compares the source with itself")
+        if problems:
+            raise _claim_error(path, c.id, problems[0])
+        claims.append(
+            Claim(
+                id=f"{entry.id}#{c.id}",
+                source_id=entry.id,
+                text=c.text,
+                locator=c.locator,
+                topics=tuple(c.topics),
+                facts=tuple(c.facts),
+                population=c.population,
+                case=c.case,
+                via=c.via,
+                compares=tuple(c.compares),
             )
-    return index
+        )
+    return Source(
+        id=entry.id,
+        title=entry.title,
+        authors=tuple(entry.authors),
+        journal=entry.journal or None,
+        year=entry.year,
+        doi=entry.doi,
+        pmid=entry.pmid,
+        evidence_type=entry.evidence_type,
+        url=entry.url,
+        read=entry.read,
+        facts=tuple(dict.fromkeys(f for c in claims for f in c.facts)),
+        claims=tuple(claims),
+    )
 
 
 def content_fingerprint(paths: Iterable[Path], root: Path) -> str:
@@ -201,25 +225,66 @@ def content_fingerprint(paths: Iterable[Path], root: Path) -> str:
     return digest.hexdigest()[:12]
 
 
+def load_topics(path: Path) -> dict[str, Topic]:
+    topics: dict[str, Topic] = {}
+    for topic in validate(path, TopicsFile).topics:
+        if topic.id in topics:
+            raise KnowledgeError(path, f"topics[{topic.id!r}]", "duplicate topic id")
+        topics[topic.id] = topic
+    return topics
+
+
 def load_knowledge(directory: Path) -> KnowledgeBase:
-    """Load every ``sources/*.md`` in ``directory``; raise KnowledgeError on the first bad one."""
+    """Load ``sources/*.yaml`` and the files around them; raise KnowledgeError on the first
+    problem, naming the file and the claim."""
     source_dir = directory / "sources"
     if not source_dir.is_dir():
         raise KnowledgeError(source_dir, "directory", "not found; set PCE_KNOWLEDGE_DIR")
-    paths = sorted(source_dir.glob("*.md"))
+    paths = sorted(source_dir.glob("*.yaml"))
     if not paths:
-        raise KnowledgeError(source_dir, "directory", "contains no .md source files")
+        raise KnowledgeError(source_dir, "directory", "contains no .yaml source files")
+    leftovers = sorted(source_dir.glob("*.md"))
+    if leftovers:
+        raise KnowledgeError(
+            leftovers[0], "file", "Markdown sources are no longer read; write it as claims (.yaml)"
+        )
+    topics_path = directory / "topics.yaml"
+    topics = load_topics(topics_path) if topics_path.is_file() else None
     sources: dict[str, Source] = {}
-    files: dict[str, Path] = {}
     for path in paths:
-        source = load_source(path)
+        source = load_source(path, topics)
         if source.id in sources:
-            text = path.read_text(encoding="utf-8")
-            line = 1 + text.count("\n", 0, max(text.find("\nid:") + 1, 0))
-            raise KnowledgeError(path, "id", f"duplicate id '{source.id}' (also in "
-                                 f"{files[source.id].name})", line=line)
-        files[source.id] = path
+            raise KnowledgeError(path, "id", f"duplicate id '{source.id}' (also in another file)")
         sources[source.id] = source
+    names = Names.of(sources.values())
+    claims: dict[str, Claim] = {}
+    for source in sources.values():
+        for claim in source.claims:
+            problems = attribution_problems(claim, source, names)
+            if problems:
+                path = source_dir / f"{source.id}.yaml"
+                raise _claim_error(path, claim.id.split("#", 1)[1], problems[0])
+            claims[claim.id] = claim
+    extra = [
+        p for p in (topics_path, directory / "key_points.yaml", directory / "coverage.yaml")
+        if p.is_file()
+    ]
+    key_points = (
+        load_key_points(directory / "key_points.yaml", claims, topics)
+        if (directory / "key_points.yaml").is_file()
+        else None
+    )
+    coverage = (
+        load_coverage(directory / "coverage.yaml", claims)
+        if (directory / "coverage.yaml").is_file()
+        else None
+    )
     return KnowledgeBase(
-        directory=directory, sources=sources, fingerprint=content_fingerprint(paths, directory)
+        directory=directory,
+        sources=sources,
+        fingerprint=content_fingerprint([*paths, *extra], directory),
+        claims=claims,
+        topics=topics or {},
+        key_points=key_points,
+        coverage=coverage,
     )

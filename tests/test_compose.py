@@ -1,0 +1,143 @@
+"""The claim-level composer with hand-made claims: tier first, no other group's claims, cases
+introduced as cases, each sentence cited by its own claim, markers that resolve."""
+
+from __future__ import annotations
+
+import re
+
+from assistant.answer.compose import Composer, tier_sentence
+from assistant.answer.disagreements import Topic
+from assistant.knowledge.keypoints import KeyPoints, QuestionKind
+from assistant.types import (
+    Certainty,
+    Citation,
+    Findings,
+    Passage,
+    Population,
+    Recommendation,
+)
+
+
+def claim(cid: str, text: str, **fields: object) -> Passage:
+    source = cid.split("#")[0]
+    return Passage(id=cid, kind="claim", source_id=source, section_id=cid, section="abstract",
+                   locator="abstract", text=text, title=f"Title of {source}", year=2020,
+                   doi=f"10.1234/{source}", evidence_type="cohort", **fields)  # type: ignore[arg-type]
+
+
+CLAIMS = [
+    claim("alpha-2020#follow-up", "Patients without symptoms and peripheral emboli need follow-up "
+          "only.", population=Population(symptomatic="no", location="peripheral"),
+          topics=("management",)),
+    claim("beta-2021#anticoagulate", "Emboli that cause symptoms are treated with heparin and "
+          "then a coumarin for 6 months.", population=Population(symptomatic="yes"),
+          topics=("management",)),
+    claim("gamma-2019#case-supportive", "The 75-year-old woman received supportive care only and "
+          "was discharged stable.", case=True, topics=("management",)),
+    claim("delta-2018#incidence", "Cement embolism followed 23% of sessions in a prospective CT "
+          "study.", topics=("incidence",)),
+    claim("epsilon-2017#incidence", "Cement embolism was found in 9.4% of patients on chest CT.",
+          topics=("incidence",)),
+]
+KEY_POINTS = KeyPoints(
+    kinds=(QuestionKind("incidence", "How common", (re.compile(r"how\s+common", re.I),),
+                        ("incidence",), ("epsilon-2017#incidence", "delta-2018#incidence")),),
+    cells={"asymptomatic-peripheral": ("alpha-2020#follow-up",),
+           "symptomatic-peripheral": ("beta-2021#anticoagulate", "gamma-2019#case-supportive")},
+)
+LABELS = {"gamma-2019": "Gamma 2019"}
+
+
+def composer() -> Composer:
+    return Composer(CLAIMS, key_points=KEY_POINTS, labels=LABELS)
+
+
+def cite(cid: str) -> Citation:
+    p = next(c for c in CLAIMS if c.id == cid)
+    return Citation(source_id=p.source_id, title=p.title, passage_id=cid, section="abstract",
+                    snippet=p.text, evidence_type="cohort", locator="abstract")
+
+
+def rec(rule_id: str, tier: str, label: str, inputs: dict[str, str],
+        citations: tuple[str, ...]) -> Recommendation:
+    return Recommendation(tier=tier, label=label, rule_id=rule_id, rules_version="1",  # type: ignore[arg-type]
+                          actions=("a",), rationale="r", inputs=inputs,
+                          citations=tuple(cite(c) for c in citations),
+                          certainty=Certainty(level="very low", basis="case reports",
+                                              appraisal="tool"))
+
+
+SYMPTOMATIC = rec("symptomatic-peripheral", "anticoagulation", "anticoagulation",
+                  {"symptomatic": "yes", "location": "peripheral"}, ("beta-2021#anticoagulate",))
+
+
+def test_a_vignette_leads_with_this_patients_tier_then_the_cells_claims() -> None:
+    findings = Findings(symptomatic=True, location="peripheral")
+    out = composer().compose("Breathless, peripheral cement emboli: what now?", CLAIMS,
+                             findings=findings, recommendation=SYMPTOMATIC)
+    first = out.sentences[0]
+    assert first.role == "tier"
+    assert first.text == ("For a patient with symptoms and peripheral emboli, the decision table "
+                          "gives: anticoagulation.")
+    assert out.sentences[1].cites == ("beta-2021#anticoagulate",)
+
+
+def test_no_claim_about_another_group_of_patients() -> None:
+    findings = Findings(symptomatic=True, location="peripheral")
+    out = composer().compose("Breathless, peripheral cement emboli: what now?", CLAIMS,
+                             findings=findings, recommendation=SYMPTOMATIC)
+    cited = {cid for s in out.sentences for cid in s.cites}
+    assert "alpha-2020#follow-up" not in cited  # about patients without symptoms
+    assert "Patients without symptoms" not in out.text
+
+
+def test_a_case_claim_is_introduced_as_a_published_case() -> None:
+    findings = Findings(symptomatic=True, location="peripheral")
+    out = composer().compose("Breathless, peripheral cement emboli: what now?", CLAIMS,
+                             findings=findings, recommendation=SYMPTOMATIC)
+    (case,) = [s for s in out.sentences if s.cites == ("gamma-2019#case-supportive",)]
+    assert case.text.startswith("In a published case (Gamma 2019), the 75-year-old woman")
+
+
+def test_each_sentence_carries_the_marker_of_its_own_claim_numbered_by_first_use() -> None:
+    out = composer().compose("How common is cement embolism?", CLAIMS)
+    numbers = [c.n for c in out.citations]
+    assert numbers == list(range(1, len(numbers) + 1))
+    for s in out.sentences:
+        (cid,) = s.cites
+        c = next(x for x in out.citations if x.passage_id == cid)
+        assert f"{s.text} [{c.n}]" in out.text
+        assert c.source_id == cid.split("#")[0] and c.locator == "abstract"
+
+
+def test_a_specific_question_is_answered_by_the_claim_that_answers_it() -> None:
+    out = composer().compose("How common was embolism in the prospective CT study?", CLAIMS)
+    assert out.sentences[0].cites == ("delta-2018#incidence",)
+
+
+def test_a_disagreement_note_only_for_the_disputed_topic_and_ids_that_do_not_resolve_drop() -> None:
+    # Built without the loader's check, so an id that does not resolve reaches the composer.
+    note = Topic.model_construct(id="incidence", triggers=[re.compile("common")],
+                                 note="Rates differ: 23% {delta-2018#incidence} and 9.4% "
+                                      "{epsilon-2017#incidence} {missing-2000#gone}.")
+    out = composer().compose("How common is cement embolism?", CLAIMS, [note])
+    assert out.text.split("\n\n")[-1].startswith("Rates differ: 23% [")
+    assert "missing" not in out.text and "{" not in out.text
+    findings = Findings(symptomatic=True, location="peripheral")
+    vignette = composer().compose("Breathless, peripheral cement emboli: how common?", CLAIMS,
+                                  [note], findings=findings, recommendation=SYMPTOMATIC)
+    assert "Rates differ" not in vignette.text  # another topic than this patient's cell
+
+
+def test_needs_information_names_what_is_missing() -> None:
+    from assistant.types import MissingFinding
+
+    r = rec("location-unknown", "needs_information", "more information needed",
+            {"symptomatic": "yes", "location": "unknown"}, ())
+    r = r.model_copy(update={"missing": (MissingFinding(finding="location", question="Where?",
+                                                        outcomes={}),)})
+    assert tier_sentence(r) == ("For this patient the decision table needs more information "
+                                "before it gives a tier: whether the most proximal emboli are "
+                                "central or peripheral.")
+
+
