@@ -230,6 +230,29 @@ def test_a_record_gives_a_card_traced_to_its_resources(client: TestClient) -> No
     assert "CPT 22511 — Procedure/p-1" in card["detail"]
 
 
+def test_symptoms_the_table_derived_are_shown_as_its_convention_with_the_vital_behind_them(
+    client: TestClient, assistant: Assistant
+) -> None:
+    central = report("ct-6", "Cement embolus in the right pulmonary artery.")
+    low_bp = vital("o-6", "8480-6", 78, "mm[Hg]")
+    (card,) = cards(client, hook(record(central, vitals=(low_bp,), procedures=(procedure("p-6"),))))
+    detail = card["detail"]
+    assert "`surgical_embolectomy`" in detail
+    basis = detail.split("**Basis: each finding and where it was read**")[1]
+    basis = basis.split("**Data read**")[0]
+    line = next(x for x in basis.splitlines() if x.startswith("- symptomatic"))
+    assert line.startswith(
+        "- symptomatic: counted as yes by the table's convention, because "
+        "hemodynamic_instability = yes — "
+    )
+    _, rec, _ = assistant.recommend_from({"hemodynamic_instability": "yes", "location": "central"})
+    (derived,) = rec.derived
+    assert derived.rationale[:60] in line and derived.citations[0].title in line
+    below = basis.split(line, 1)[1].splitlines()[1]
+    assert below.startswith("  - SBP 78 mm[Hg] (LOINC 8480-6) — Observation/o-6 · 2026-03-14")
+    assert "symptomatic = not stated" not in detail
+
+
 def test_context_findings_win_over_the_record(client: TestClient) -> None:
     body = hook(record(ASYMPTOMATIC_SEGMENTAL), findings={"symptomatic": "yes"})
     (card,) = cards(client, body)

@@ -1,9 +1,10 @@
 """The words around a recommendation, read from ``knowledge/presentation.yaml``.
 
-Tier names, finding labels and hints, the short location convention, captions and example
-vignettes are data beside the rules table, not Python constants, so a reviewer checks every
-clinical statement a face shows in ``knowledge/``. The tier and everything it carries (actions,
-caveats, citations) still come from the rules table alone.
+Tier names, finding labels and hints, the short location convention, captions, the words for who
+graded a certainty of evidence, the sentence that shows an input the table derived, the CDS link
+card's question and example vignettes are data beside the rules table, not Python constants, so a
+reviewer checks every clinical statement a face shows in ``knowledge/``. The tier and everything
+it carries (actions, caveats, citations) still come from the rules table alone.
 """
 
 from __future__ import annotations
