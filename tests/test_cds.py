@@ -170,6 +170,17 @@ def test_card_names_sources_without_url_or_year_plainly(assistant: Assistant) ->
     assert card.source.url is None and card.links == []
 
 
+@pytest.mark.parametrize("url", ["javascript:alert(1)", "data:text/html,x", "/relative"])
+def test_card_links_only_to_absolute_http_source_pages(assistant: Assistant, url: str) -> None:
+    findings, rec, _ = assistant.recommend_from({"symptomatic": False, "location": "peripheral"})
+    bare = {"url": url, "doi": None, "pmid": None}
+    cited = tuple(c.model_copy(update=bare) for c in rec.citations)
+    card = make_card(rec.model_copy(update={"citations": cited}), findings, "card-2")
+    assert card.source.url is None and card.links == []
+    assert url not in card.detail
+    assert f"- {cited[0].title} ({cited[0].year}) — {cited[0].section}" in card.detail
+
+
 def test_card_for_missing_findings_lists_what_each_answer_leads_to(client: TestClient) -> None:
     card = card_for(client, symptomatic=True)
     assert card["indicator"] == "info"

@@ -58,6 +58,7 @@ from assistant.present.view import (
     card_view,
     citation_links,
     findings_view,
+    safe_url,
 )
 
 __all__ = [
@@ -102,5 +103,6 @@ __all__ = [
     "prefill_note_html",
     "presentation_for",
     "reevaluation_markdown",
+    "safe_url",
     "user_markdown",
 ]

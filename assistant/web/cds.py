@@ -289,9 +289,9 @@ def make_card(
     if len(summary) > SUMMARY_MAX:
         summary = summary[: SUMMARY_MAX - 1].rstrip() + "…"
     first = rec.citations[0] if rec.citations else None
-    sources = dict.fromkeys(
-        c.url for c in (*rec.citations, *(x for e in rec.escalations for x in e.citations)) if c.url
-    )
+    # Only absolute http(s) source pages become links, as in the detail.
+    cited = (*rec.citations, *(x for e in rec.escalations for x in e.citations))
+    sources = dict.fromkeys(u for c in cited if (u := present.safe_url(c.url)))
     links = [Link(label="Open in PCE Assistant (findings filled in)",
                   url=ui_link(ui_base, findings, text), type="absolute")] if ui_base else []
     links += [Link(label=f"Source {i}", url=u, type="absolute") for i, u in enumerate(sources, 1)]
@@ -303,7 +303,7 @@ def make_card(
         source=CardSource(
             label=f"PCE Assistant decision table {rec.rules_version}"
             + (f"; {first.title[:60]}" if first else ""),
-            url=first.url if first and first.url else None,
+            url=present.safe_url(first.url) if first else None,
             topic=Coding(system=FINDING_SYSTEM + "/tier", code=rec.tier, display=rec.label),
         ),
         overrideReasons=[
