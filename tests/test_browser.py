@@ -49,6 +49,11 @@ UNSTABLE_INTRACARDIAC = (
     "Hypotensive and short of breath after vertebroplasty; echo shows cement in the right "
     "ventricle. What now?"
 )
+# Instability without a symptom status: the table counts it as symptomatic (a derived input, shown
+# in the basis with its rationale and citation); no location, so follow-up options too.
+UNSTABLE_SYMPTOMS_UNSTATED = (
+    "Hypotensive after vertebroplasty; echo shows cement in the right ventricle. What now?"
+)
 XSS = "<script>alert(1)</script>"
 ANSWER_TIMEOUT_MS = 90_000
 DESKTOP = {"width": 1440, "height": 1000}
@@ -253,8 +258,13 @@ def test_axe_finds_no_critical_or_serious_violation_empty_and_after_an_answer(
     empty = browser.axe(f"empty-{width}")
     assert blocking(empty) == {}, empty
 
-    browser.ask(UNSTABLE_INTRACARDIAC)  # escalations, follow-up options, citations: the most markup
+    # escalations, a derived input, follow-up options, citations: the most markup
+    browser.ask(UNSTABLE_SYMPTOMS_UNSTATED)
     expect(card(page).locator(".pce-escalation").first).to_be_visible(timeout=ANSWER_TIMEOUT_MS)
+    derived = card(page).locator(".pce-derived")
+    expect(derived).to_be_visible()
+    derived.locator("summary").click()  # opened: axe checks its rationale and source links too
+    expect(derived.locator("cite a").first).to_be_visible()
     citations = page.locator("#pce-chat details.pce-chat-citations summary").first
     expect(citations).to_be_visible(timeout=ANSWER_TIMEOUT_MS)
     citations.click()  # opened, so axe checks the cited passages and their links too

@@ -170,6 +170,17 @@ def test_card_names_sources_without_url_or_year_plainly(assistant: Assistant) ->
     assert card.source.url is None and card.links == []
 
 
+@pytest.mark.parametrize("url", ["javascript:alert(1)", "data:text/html,x", "/relative"])
+def test_card_links_only_to_absolute_http_source_pages(assistant: Assistant, url: str) -> None:
+    findings, rec, _ = assistant.recommend_from({"symptomatic": False, "location": "peripheral"})
+    bare = {"url": url, "doi": None, "pmid": None}
+    cited = tuple(c.model_copy(update=bare) for c in rec.citations)
+    card = make_card(rec.model_copy(update={"citations": cited}), findings, "card-2")
+    assert card.source.url is None and card.links == []
+    assert url not in card.detail
+    assert f"- {cited[0].title} ({cited[0].year}) — {cited[0].section}" in card.detail
+
+
 def test_card_for_missing_findings_lists_what_each_answer_leads_to(client: TestClient) -> None:
     card = card_for(client, symptomatic=True)
     assert card["indicator"] == "info"
@@ -228,6 +239,29 @@ def test_a_record_gives_a_card_traced_to_its_resources(client: TestClient) -> No
     )
     assert re.search(traced, card["detail"]), card["detail"]
     assert "CPT 22511 — Procedure/p-1" in card["detail"]
+
+
+def test_symptoms_the_table_derived_are_shown_as_its_convention_with_the_vital_behind_them(
+    client: TestClient, assistant: Assistant
+) -> None:
+    central = report("ct-6", "Cement embolus in the right pulmonary artery.")
+    low_bp = vital("o-6", "8480-6", 78, "mm[Hg]")
+    (card,) = cards(client, hook(record(central, vitals=(low_bp,), procedures=(procedure("p-6"),))))
+    detail = card["detail"]
+    assert "`surgical_embolectomy`" in detail
+    basis = detail.split("**Basis: each finding and where it was read**")[1]
+    basis = basis.split("**Data read**")[0]
+    line = next(x for x in basis.splitlines() if x.startswith("- symptomatic"))
+    assert line.startswith(
+        "- symptomatic: counted as yes by the table's convention, because "
+        "hemodynamic_instability = yes — "
+    )
+    _, rec, _ = assistant.recommend_from({"hemodynamic_instability": "yes", "location": "central"})
+    (derived,) = rec.derived
+    assert derived.rationale[:60] in line and derived.citations[0].title in line
+    below = basis.split(line, 1)[1].splitlines()[1]
+    assert below.startswith("  - SBP 78 mm[Hg] (LOINC 8480-6) — Observation/o-6 · 2026-03-14")
+    assert "symptomatic = not stated" not in detail
 
 
 def test_context_findings_win_over_the_record(client: TestClient) -> None:

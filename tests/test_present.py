@@ -7,6 +7,7 @@ table through ``Assistant.recommend_from``, as the CDS service and the findings 
 from __future__ import annotations
 
 import ast
+import html
 import itertools
 import re
 from pathlib import Path
@@ -18,9 +19,17 @@ from assistant import present
 from assistant.assistant import Assistant
 from assistant.errors import KnowledgeError
 from assistant.present import render
+from assistant.present.view import display_time
 from assistant.retrieval.embeddings import HashEmbedder
 from assistant.settings import Settings
-from assistant.types import Certainty, Citation, Recommendation
+from assistant.types import (
+    Certainty,
+    Citation,
+    DerivedInput,
+    Evidence,
+    Findings,
+    Recommendation,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KNOWLEDGE = REPO_ROOT / "knowledge"
@@ -99,6 +108,9 @@ def test_faces_and_the_presentation_layer_hold_no_clinical_captions(
     captions += [f.label for f in text.findings.values() if f.label != f.short]
     captions += [f.hint for f in text.findings.values() if f.hint]
     captions += [text.location_convention_short[:40], *(e[:40] for e in text.examples)]
+    captions += list(text.certainty_appraisal.values())
+    templates = (text.derived, text.cds_link.question, text.cds_link.unclear_location)
+    captions += [part for t in templates for part in re.split(r"\{\w+\}", t) if len(part) > 12]
     modules = [*(PACKAGE / "present").rglob("*.py"), *(PACKAGE / "web").rglob("*.py")]
     literals = " ".join(
         node.value
@@ -121,8 +133,18 @@ def test_faces_and_the_presentation_layer_hold_no_clinical_captions(
             lambda raw: raw.replace('    hint: "Attributed to the cement emboli"\n', ""),
             "symptomatic",
         ),
+        (lambda raw: raw.replace("because {because}", "because {becuase}"), "derived"),
+        (lambda raw: raw.replace('  source: "as graded by the cited source"\n', ""), "appraisal"),
+        (lambda raw: raw.replace("after {procedure}:", "after it:"), "question"),
     ],
-    ids=["unknown-field", "missing-tier", "panel-finding-without-hint"],
+    ids=[
+        "unknown-field",
+        "missing-tier",
+        "panel-finding-without-hint",
+        "derived-placeholder-misspelt",
+        "appraisal-word-missing",
+        "link-question-without-procedure",
+    ],
 )
 def test_a_bad_presentation_file_names_the_file_and_the_field(
     tmp_path: Path, edit: Any, field: str
@@ -179,7 +201,9 @@ def test_no_card_means_no_summary_line(assistant: Assistant) -> None:
 def test_card_shows_certainty_of_evidence_when_the_recommendation_carries_it(
     assistant: Assistant, text: present.Presentation
 ) -> None:
-    findings, rec = recommend(assistant, symptomatic="yes", location="peripheral")
+    findings, shipped = recommend(assistant, symptomatic="yes", location="peripheral")
+    assert shipped.certainty is not None, "every shipped row states its certainty"
+    rec = shipped.model_copy(update={"certainty": None})
     plain = present.card_view(rec, findings, text)
     assert plain.certainty is None
     assert "Certainty of evidence" not in present.card_html(plain)
@@ -191,6 +215,120 @@ def test_card_shows_certainty_of_evidence_when_the_recommendation_carries_it(
     html = present.card_html(card)
     assert "Certainty of evidence: <b>very low</b>" in html and "case reports and reviews" in html
     assert "Certainty of evidence: **very low**" in present.cds_detail(graded, findings, text)
+
+
+def _faces(answer: Any, text: present.Presentation) -> dict[str, str]:
+    """What each face shows of one answer's card (HTML unescaped, so words compare as written)."""
+    rec = answer.recommendation
+    view = present.answer_view(answer, text)
+    assert rec is not None and view.card is not None
+    turn = present.TurnView(kind="ask", question=answer.question, answer=view)
+    return {
+        "card": html.unescape(present.card_html(view.card)),
+        "export": html.unescape(
+            present.export_markdown([turn], answer.versions, answer.disclaimer)
+        ),
+        "cds": html.unescape(present.cds_detail(rec, answer.findings, text)),
+        "cli": present.cli_text(answer, text),
+    }
+
+
+@pytest.mark.parametrize("appraisal", ["tool", "source"])
+def test_every_face_says_who_graded_the_certainty_in_the_presentation_files_words(
+    assistant: Assistant, text: present.Presentation, appraisal: str
+) -> None:
+    answer = assistant.ask(
+        "Cement emboli after vertebroplasty: next step?",
+        findings={"symptomatic": "yes", "location": "central", "intracardiac_cement": "yes"},
+    )
+    rec = answer.recommendation
+    assert rec is not None and rec.escalations
+    row = Certainty(level="very low", basis="case reports only", appraisal=appraisal)  # type: ignore[arg-type]
+    overlay = Certainty(level="low", basis="one cohort", appraisal=appraisal)  # type: ignore[arg-type]
+    graded = rec.model_copy(
+        update={
+            "certainty": row,
+            "escalations": tuple(
+                e.model_copy(update={"certainty": overlay}) for e in rec.escalations
+            ),
+        }
+    )
+    words = text.certainty_appraisal[appraisal]
+    for face, shown in _faces(answer.model_copy(update={"recommendation": graded}), text).items():
+        plain = shown.replace("**", "").replace("<b>", "").replace("</b>", "")
+        plain = re.sub(r"<[^>]+>", "", plain)
+        assert f"Certainty of evidence: very low — case reports only ({words})" in plain, face
+        assert f"Certainty of evidence: low — one cohort ({words})" in plain, face
+        assert f"({appraisal})" not in plain, face  # never the raw value
+
+
+def test_every_face_shows_a_derived_input_as_the_tables_convention_not_as_stated(
+    assistant: Assistant, text: present.Presentation
+) -> None:
+    answer = assistant.ask(
+        "Cement emboli after vertebroplasty: next step?",
+        findings={"hemodynamic_instability": "yes", "location": "central"},
+    )
+    rec = answer.recommendation
+    assert rec is not None and answer.findings.symptomatic is None
+    (derived,) = rec.derived
+    assert (derived.input, derived.value) == ("symptomatic", "yes")
+    assert rec.inputs["symptomatic"] == "yes"
+    statement = text.derived.format(value=derived.value, because=derived.because)
+    faces = _faces(answer, text)
+    for face, shown in faces.items():
+        assert statement in shown, face
+        assert derived.rationale[:80] in shown, face
+        assert derived.citations[0].title in shown and derived.citations[0].section in shown, face
+    # The basis row says where the value came from (the table), not "not stated".
+    symptoms_row = faces["card"].split('data-input="symptomatic"')[1].split("</tr>")[0]
+    assert statement in symptoms_row and "not stated" not in symptoms_row
+    assert "symptomatic = not stated in the record" not in faces["cds"]
+    assert "symptomatic = **yes**" not in faces["cds"]  # never as if the record had said it
+
+
+def test_a_finding_read_from_a_record_names_its_resource_and_date_in_every_face(
+    assistant: Assistant, text: present.Presentation
+) -> None:
+    found = Findings(
+        location="peripheral",
+        symptomatic=False,
+        evidence=(
+            Evidence(
+                finding="location", value="peripheral", text="segmental branches", origin="text",
+                resource="DiagnosticReport/ct-9", resource_date="2026-03-14T08:00:00Z",
+            ),
+            Evidence(
+                finding="symptomatic", value="no", text="SpO2 97 % (LOINC 59408-5)",
+                origin="ehr", resource="Observation/o-9", resource_date="2026-03-14T09:30:00Z",
+            ),
+        ),
+    )  # fmt: skip
+    answer = assistant.ask("Cement emboli after vertebroplasty: next step?")
+    answer = answer.model_copy(
+        update={"findings": found, "recommendation": assistant.recommend(found)}
+    )
+    for face, shown in _faces(answer, text).items():
+        assert "DiagnosticReport/ct-9 · 2026-03-14 08:00 UTC" in shown, face
+        assert "Observation/o-9 · 2026-03-14 09:30 UTC" in shown, face
+        assert "“segmental branches”" in shown, face
+        assert "“SpO2" not in shown, face  # a coded value is not a quoted span
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("2026-03-14T08:00:00Z", "2026-03-14 08:00 UTC"),
+        ("2026-03-14T08:00:00+00:00", "2026-03-14 08:00 UTC"),
+        ("2026-03-14T08:00:00+01:00", "2026-03-14 08:00 UTC+0100"),
+        ("2026-03-14T08:00:00", "2026-03-14 08:00"),
+        ("2026-03-14", "2026-03-14"),
+        ("last Tuesday", "last Tuesday"),
+        (None, ""),
+    ],
+)
+def test_record_times_are_shown_as_a_clinician_reads_them(value: str | None, shown: str) -> None:
+    assert display_time(value) == shown
 
 
 def test_every_face_shows_the_same_tier_actions_and_escalations(
@@ -247,28 +385,55 @@ def test_templates_escape_every_field_from_sources_and_questions(
     bad = answer.citations[0].model_copy(
         update={"title": HOSTILE, "section": HOSTILE, "snippet": HOSTILE, "url": "javascript:x()"}
     )
+    span = Evidence(
+        finding="symptomatic", value="yes", text=HOSTILE, origin="text",
+        resource=HOSTILE, resource_date=HOSTILE,
+    )  # fmt: skip
+    derived = DerivedInput(
+        id="d", input="symptomatic", value="yes", because=HOSTILE, rationale=HOSTILE,
+        citations=(bad,), evidence=(span,),
+    )  # fmt: skip
     rec = rec.model_copy(
         update={
             "actions": (HOSTILE,),
             "caveats": (HOSTILE,),
             "rationale": HOSTILE,
             "citations": (bad,),
+            "derived": (derived,),
+            "certainty": Certainty(level="low", basis=HOSTILE, appraisal="tool"),
         }
     )
     hostile = answer.model_copy(
-        update={"text": HOSTILE, "question": HOSTILE, "citations": (bad,), "recommendation": rec}
+        update={
+            "text": HOSTILE,
+            "question": HOSTILE,
+            "citations": (bad,),
+            "recommendation": rec,
+            "findings": answer.findings.model_copy(update={"evidence": (span,)}),
+        }
     )
     view = present.answer_view(hostile, text)
     assert view.card is not None
-    html = present.card_html(view.card)
-    assert "<img" not in html and "${" not in html and "{{" not in html
-    assert 'href="javascript' not in html and 'src="http' not in html
-    assert "e.example" in html  # shown, as text
+    page = present.card_html(view.card) + present.findings_html(view.findings)
+    assert "<img" not in page and "${" not in page and "{{" not in page
+    assert 'href="javascript' not in page and 'src="http' not in page
+    assert "e.example" in page  # shown, as text
+    record = present.RecordView(
+        procedure=present.ProcedureView(name=HOSTILE, resource=HOSTILE, when=HOSTILE),
+        reports=(present.ReportView(resource=HOSTILE, title=HOSTILE, when=HOSTILE),),
+        vitals=(
+            present.VitalView(
+                description=HOSTILE, resource=HOSTILE, threshold="met", convention=HOSTILE
+            ),
+        ),
+        notes=(HOSTILE,),
+    )
     markdown = "\n".join(
         [
             present.chat_markdown(view),
             present.citations_markdown(view),
-            present.cds_detail(rec, answer.findings, text),
+            present.cds_detail(rec, hostile.findings, text, record),
+            present.cds_unread_detail(HOSTILE),
             present.export_markdown(
                 [present.TurnView(kind="ask", question=HOSTILE, answer=view)],
                 answer.versions,
@@ -326,8 +491,25 @@ def test_streamed_prefixes_grow_and_end_before_the_full_text() -> None:
 
 # --- one renderer --------------------------------------------------------------------------------
 
-FACES = ("web/ui.py", "web/cds.py", "cli.py")
-MARKUP = re.compile(r"<(div|span|section|ul|ol|li|table|tr|td|a|b|h[1-6]|p)\b|\*\*Escalation")
+# Every module of the faces and of the presentation layer but render.py (whose helpers build the
+# one kind of Markdown made in Python: a link to a vetted URL).
+FACES = sorted(
+    str(path.relative_to(PACKAGE))
+    for path in [
+        *(PACKAGE / "web").rglob("*.py"),
+        *(PACKAGE / "present").glob("*.py"),
+        PACKAGE / "cli.py",
+    ]
+    if path.name != "render.py"
+)
+MARKUP = re.compile(
+    r"<(div|span|section|ul|ol|li|table|tr|td|th|a|b|i|em|strong|cite|details|h[1-6]|p)\b"
+    r"|\*\*\w|\]\(\w"
+)
+
+
+def test_the_markup_check_covers_every_face() -> None:
+    assert {"web/ui.py", "web/cds.py", "web/api.py", "cli.py", "present/faces.py"} <= set(FACES)
 
 
 @pytest.mark.parametrize("face", FACES)

@@ -1,6 +1,7 @@
 """One presentation layer: every face renders the same view model through the same templates.
 
 ``view`` builds frozen view models from an ``Answer`` (or a Recommendation and its Findings);
+``cds`` adds what the CDS service read from the patient's record (``RecordView``);
 ``render`` holds the Jinja2 environments (HTML autoescaped, Markdown escaped by one filter, plain
 text); ``faces`` is one call per thing a face shows; ``text`` reads the words around a
 recommendation (tier names, labels, captions) from ``knowledge/presentation.yaml``.
@@ -8,11 +9,22 @@ recommendation (tier names, labels, captions) from ``knowledge/presentation.yaml
 
 from __future__ import annotations
 
+from assistant.present.cds import (
+    CdsView,
+    ProcedureView,
+    RecordView,
+    ReportView,
+    VitalView,
+    cds_view,
+)
 from assistant.present.faces import (
     TurnView,
     answer_card_html,
     card_html,
     cds_detail,
+    cds_link_question,
+    cds_summary,
+    cds_unread_detail,
     chat_markdown,
     chat_stream,
     citations_markdown,
@@ -46,6 +58,7 @@ from assistant.present.view import (
     card_view,
     citation_links,
     findings_view,
+    safe_url,
 )
 
 __all__ = [
@@ -53,14 +66,23 @@ __all__ = [
     "PANEL_FIELDS",
     "AnswerView",
     "CardView",
+    "CdsView",
     "FindingsView",
     "Presentation",
+    "ProcedureView",
+    "RecordView",
+    "ReportView",
     "TurnView",
+    "VitalView",
     "answer_card_html",
     "answer_view",
     "card_html",
     "card_view",
     "cds_detail",
+    "cds_link_question",
+    "cds_summary",
+    "cds_unread_detail",
+    "cds_view",
     "chat_markdown",
     "chat_stream",
     "citation_links",
@@ -81,5 +103,6 @@ __all__ = [
     "prefill_note_html",
     "presentation_for",
     "reevaluation_markdown",
+    "safe_url",
     "user_markdown",
 ]

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from assistant.present import render
+from assistant.present.cds import RecordView, cds_view
 from assistant.present.text import Presentation, default_presentation
 from assistant.present.view import (
     AnswerView,
@@ -20,7 +21,6 @@ from assistant.present.view import (
     View,
     all_citations,
     answer_view,
-    card_view,
 )
 from assistant.types import Answer, Findings, Recommendation, Versions
 
@@ -148,13 +148,45 @@ def export_markdown(
 # --- CDS Hooks and the CLI -----------------------------------------------------------------------
 
 
-def cds_detail(rec: Recommendation, findings: Findings, text: Presentation | None = None) -> str:
-    """The CDS Hooks card's detail Markdown for a recommendation from structured findings."""
-    card = card_view(rec, findings, text or default_presentation())
-    return render.markdown("cds_detail.md.j2", card=card, citations=all_citations(card))
+def cds_detail(
+    rec: Recommendation,
+    findings: Findings,
+    text: Presentation | None = None,
+    record: RecordView | None = None,
+) -> str:
+    """The CDS Hooks card's detail Markdown: the recommendation, each finding traced to where it
+    was read, and what the service read from (and skipped in) the patient's record."""
+    view = cds_view(rec, findings, text or default_presentation(), record)
+    return render.markdown("cds_detail.md.j2", cds=view)
+
+
+def cds_summary(
+    rec: Recommendation,
+    findings: Findings,
+    text: Presentation | None = None,
+    record: RecordView | None = None,
+) -> str:
+    """The CDS Hooks card's one-line summary (plain text; the service enforces the length)."""
+    view = cds_view(rec, findings, text or default_presentation(), record)
+    return render.text("cds_summary.txt.j2", cds=view)
+
+
+def cds_unread_detail(problem: str) -> str:
+    """The detail of the card that says the EHR's FHIR server could not be read."""
+    return render.markdown("cds_unread.md.j2", problem=problem)
+
+
+def cds_link_question(findings: Findings, text: Presentation | None = None) -> str:
+    """The question the CDS link card puts in the web UI's message box."""
+    words = (text or default_presentation()).cds_link
+    question = words.question.format(procedure=findings.procedure or words.procedure_unstated)
+    if findings.unclear_location:
+        question += " " + words.unclear_location.format(term=findings.unclear_location)
+    return question
 
 
 def cli_text(answer: Answer, text: Presentation | None = None, convention: str = "") -> str:
     """The terminal's rendering of one answer."""
     view = answer_view(answer, text or default_presentation(), convention=convention)
-    return render.text("cli_answer.txt.j2", answer=view, card=view.card)
+    cited = all_citations(view.card) if view.card else ()
+    return render.text("cli_answer.txt.j2", answer=view, card=view.card, all_citations=cited)

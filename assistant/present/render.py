@@ -23,7 +23,7 @@ from urllib.parse import quote
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
 
-from assistant.present.view import Link
+from assistant.present.view import Link, display_time
 
 TEMPLATES = Path(__file__).with_name("templates")
 
@@ -92,6 +92,7 @@ def _environment(finalize: Any, autoescape: bool) -> Environment:
     )
     env.filters["md_link"] = md_link
     env.filters["md_links"] = md_links
+    env.filters["when"] = display_time
     return env
 
 

@@ -1,23 +1,26 @@
 """The words around a recommendation, read from ``knowledge/presentation.yaml``.
 
-Tier names, finding labels and hints, the short location convention, captions and example
-vignettes are data beside the rules table, not Python constants, so a reviewer checks every
-clinical statement a face shows in ``knowledge/``. The tier and everything it carries (actions,
-caveats, citations) still come from the rules table alone.
+Tier names, finding labels and hints, the short location convention, captions, the words for who
+graded a certainty of evidence, the sentence that shows an input the table derived, the CDS link
+card's question and example vignettes are data beside the rules table, not Python constants, so a
+reviewer checks every clinical statement a face shows in ``knowledge/``. The tier and everything
+it carries (actions, caveats, citations) still come from the rules table alone.
 """
 
 from __future__ import annotations
 
+import typing
 from functools import lru_cache
 from pathlib import Path
-from typing import Self
+from string import Formatter
+from typing import Annotated, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from assistant.data import load_model
 from assistant.errors import KnowledgeError
 from assistant.settings import Settings
-from assistant.types import TIERS, FindingName
+from assistant.types import TIERS, Certainty, FindingName
 
 FILE_NAME = "presentation.yaml"
 # The four findings the panel, the API and an EHR set, and the values each takes there.
@@ -37,10 +40,33 @@ ALL_FINDINGS: tuple[FindingName, ...] = (
 )
 # The table inputs that decide the tier; the one-line summary names their values.
 TIER_INPUTS: tuple[str, ...] = ("symptomatic", "location")
+# Who judged a certainty of evidence (assistant.types.Certainty.appraisal).
+APPRAISALS: tuple[str, ...] = typing.get_args(Certainty.model_fields["appraisal"].annotation)
 
 
 class _Data(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _fields(template: str) -> set[str]:
+    return {name for _, name, _, _ in Formatter().parse(template) if name is not None}
+
+
+def _template(*names: str) -> AfterValidator:
+    """A sentence with exactly these ``{placeholders}`` (filled by the view, never by users)."""
+
+    def check(value: str) -> str:
+        try:
+            found = _fields(value)
+        except ValueError as exc:  # an unmatched brace
+            raise ValueError(f"not a valid template: {exc}") from exc
+        if found != set(names):
+            want = ", ".join(f"{{{n}}}" for n in names) or "no placeholders"
+            got = ", ".join(sorted(found)) or "none"
+            raise ValueError(f"must use exactly {want} (found {got})")
+        return value
+
+    return AfterValidator(check)
 
 
 class TierText(_Data):
@@ -58,6 +84,18 @@ class FindingText(_Data):
     )
 
 
+class CdsLinkText(_Data):
+    """The question the CDS link card puts in the web UI's message box."""
+
+    question: Annotated[str, _template("procedure")] = Field(min_length=1)
+    procedure_unstated: str = Field(
+        min_length=1, description="Fills {procedure} when the record names none."
+    )
+    unclear_location: Annotated[str, _template("term")] = Field(
+        min_length=1, description="Added when a location term maps to neither class."
+    )
+
+
 class Presentation(_Data):
     """Everything a face says around a recommendation that is not in the rules table."""
 
@@ -68,6 +106,13 @@ class Presentation(_Data):
     subtitle: str = Field(min_length=1)
     placeholder: str = Field(min_length=1)
     examples: tuple[str, ...] = ()
+    certainty_appraisal: dict[str, str] = Field(
+        description="rules.yaml certainty.appraisal value -> who judged the certainty."
+    )
+    derived: Annotated[str, _template("value", "because")] = Field(
+        min_length=1, description="How a table input the rules table filled in is shown."
+    )
+    cds_link: CdsLinkText
 
     @model_validator(mode="after")
     def _complete(self) -> Self:
@@ -86,6 +131,8 @@ class Presentation(_Data):
             absent = set(PANEL_CHOICES[name]) - set(self.findings[name].summary)
             if absent:
                 raise ValueError(f"findings.{name}.summary: missing {', '.join(sorted(absent))}")
+        if set(self.certainty_appraisal) != set(APPRAISALS):
+            raise ValueError(f"certainty_appraisal: give exactly {', '.join(APPRAISALS)}")
         return self
 
     def tier_name(self, tier: str) -> str:
@@ -98,6 +145,9 @@ class Presentation(_Data):
     def short(self, finding: str) -> str:
         text = self.findings.get(finding)
         return text.short if text else finding
+
+    def appraisal(self, appraisal: str) -> str:
+        return self.certainty_appraisal.get(appraisal, appraisal)
 
 
 def load_presentation(path: Path) -> Presentation:

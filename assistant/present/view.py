@@ -8,8 +8,9 @@ source pages, so no text from a question or a passage can make a page fetch anyt
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Literal
 from urllib.parse import quote, urlsplit
 
 from pydantic import BaseModel, ConfigDict
@@ -17,8 +18,10 @@ from pydantic import BaseModel, ConfigDict
 from assistant.present.text import PANEL_CHOICES, PANEL_FIELDS, TIER_INPUTS, Presentation
 from assistant.types import (
     Answer,
+    Certainty,
     Citation,
     Conflict,
+    DerivedInput,
     Evidence,
     Findings,
     Origin,
@@ -67,7 +70,34 @@ class EvidenceView(View):
     value: str
     text: str
     origin: Origin
-    where: str  # "this question", "earlier message 2", "findings panel"
+    # "this question", "earlier message 2", "findings panel", or the resource it was read from and
+    # its date ("DiagnosticReport/ct-1 · 2026-03-14 08:00 UTC")
+    where: str
+    shown: str  # a span in quotes; a coded resource's value (an Observation, a Procedure) as is
+    resource: str | None = None
+    resource_date: str | None = None  # ISO 8601, as the record gives it
+
+
+class CertaintyView(View):
+    """The certainty of evidence of a row or an escalation, and who judged it."""
+
+    level: str
+    basis: str
+    appraisal: str  # "tool" | "source"
+    appraisal_text: str  # the words for it, from knowledge/presentation.yaml
+
+
+class DerivedView(View):
+    """A table input the rules table filled in from other findings (never said by the text)."""
+
+    id: str
+    input: str
+    label: str
+    value: str
+    statement: str  # "counted as yes by the table's convention, because ... = yes"
+    rationale: str
+    citations: tuple[CitationView, ...]
+    evidence: tuple[EvidenceView, ...]  # the spans behind the findings it was derived from
 
 
 class BasisRow(View):
@@ -78,6 +108,7 @@ class BasisRow(View):
     value: str
     evidence: tuple[EvidenceView, ...] = ()
     convention: str | None = None  # the short location convention, on the location row
+    derived: DerivedView | None = None  # the table filled this input in
 
 
 class Outcome(View):
@@ -105,12 +136,7 @@ class EscalationView(View):
     rationale: str
     sources: tuple[SourceView, ...]
     citations: tuple[CitationView, ...]
-
-
-class CertaintyView(View):
-    level: str
-    basis: str | None = None
-    appraisal: str | None = None
+    certainty: CertaintyView | None = None
 
 
 class SummaryView(View):
@@ -145,6 +171,7 @@ class CardView(View):
     citations: tuple[CitationView, ...]
     basis: tuple[BasisRow, ...]
     evidence: tuple[EvidenceView, ...]  # every finding's evidence, for the plain-text faces
+    derived: tuple[DerivedView, ...]  # inputs the table filled in, for the plain-text faces
     missing: tuple[MissingView, ...]
     source: CardSource
     versions: Versions | None
@@ -249,11 +276,30 @@ def _sources(citations: Iterable[Citation]) -> tuple[SourceView, ...]:
     )
 
 
-def where_from(origin: str, turn: int | None) -> str:
-    if origin == "explicit":
+def display_time(value: str | None) -> str:
+    """An ISO 8601 date or time as a clinician reads it: '2026-03-14 08:00 UTC', '2026-03-12'."""
+    if not value:
+        return ""
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value  # as the record gives it
+    if "T" not in value:
+        return moment.date().isoformat()
+    if moment.utcoffset() is None:
+        return moment.strftime("%Y-%m-%d %H:%M")
+    offset = moment.utcoffset()
+    zone = "UTC" if offset is not None and not offset else moment.strftime("UTC%z")
+    return moment.strftime("%Y-%m-%d %H:%M ") + zone
+
+
+def where_from(e: Evidence) -> str:
+    if e.resource:
+        return " · ".join(x for x in (e.resource, display_time(e.resource_date)) if x)
+    if e.origin == "explicit":
         return "findings panel"
-    if origin == "history":
-        return f"earlier message {turn + 1}" if turn is not None else "earlier message"
+    if e.origin == "history":
+        return f"earlier message {e.turn + 1}" if e.turn is not None else "earlier message"
     return "this question"
 
 
@@ -263,28 +309,34 @@ def evidence_view(e: Evidence) -> EvidenceView:
         value=e.value,
         text=e.text,
         origin=e.origin,
-        where=where_from(e.origin, e.turn),
+        where=where_from(e),
+        shown=e.text if e.origin in ("ehr", "explicit") else f"“{e.text}”",
+        resource=e.resource,
+        resource_date=e.resource_date,
     )
 
 
-def _certainty(rec: Recommendation) -> CertaintyView | None:
-    """The certainty of evidence, once Recommendation carries it (optional until then)."""
-    raw: Any = getattr(rec, "certainty", None)
-    if raw is None:
+def certainty_view(certainty: Certainty | None, text: Presentation) -> CertaintyView | None:
+    if certainty is None:
         return None
-    if isinstance(raw, Mapping):
-        data: Mapping[str, Any] = raw
-    else:
-        dump = getattr(raw, "model_dump", None)
-        data = dump() if callable(dump) else vars(raw)
-    level = data.get("level")
-    if not level:
-        return None
-    basis, appraisal = data.get("basis"), data.get("appraisal")
     return CertaintyView(
-        level=str(level),
-        basis=str(basis) if basis else None,
-        appraisal=str(appraisal) if appraisal else None,
+        level=certainty.level,
+        basis=certainty.basis,
+        appraisal=certainty.appraisal,
+        appraisal_text=text.appraisal(certainty.appraisal),
+    )
+
+
+def derived_view(d: DerivedInput, text: Presentation) -> DerivedView:
+    return DerivedView(
+        id=d.id,
+        input=d.input,
+        label=text.label(d.input),
+        value=d.value,
+        statement=text.derived.format(value=d.value, because=d.because),
+        rationale=d.rationale,
+        citations=tuple(citation_view(c) for c in d.citations),
+        evidence=tuple(evidence_view(e) for e in d.evidence),
     )
 
 
@@ -321,6 +373,7 @@ def card_view(
 ) -> CardView:
     """The card of one recommendation, with everything needed to check its basis."""
     evidence = tuple(evidence_view(e) for e in findings.evidence)
+    derived = tuple(derived_view(d, text) for d in rec.derived)
     basis = tuple(
         BasisRow(
             name=name,
@@ -328,6 +381,7 @@ def card_view(
             value=value,
             evidence=tuple(e for e in evidence if e.finding == name),
             convention=text.location_convention_short if name == "location" else None,
+            derived=next((d for d in derived if d.input == name), None),
         )
         for name, value in rec.inputs.items()
     )
@@ -355,14 +409,16 @@ def card_view(
                 rationale=e.rationale,
                 sources=_sources(e.citations),
                 citations=tuple(citation_view(c) for c in e.citations),
+                certainty=certainty_view(e.certainty, text),
             )
             for e in rec.escalations
         ),
-        certainty=_certainty(rec),
+        certainty=certainty_view(rec.certainty, text),
         sources=_sources(rec.citations),
         citations=tuple(citation_view(c) for c in rec.citations),
         basis=basis,
         evidence=evidence,
+        derived=derived,
         missing=_missing(rec),
         source=source,
         versions=versions,
@@ -473,5 +529,11 @@ def answer_view(
 
 
 def all_citations(card: CardView) -> Sequence[CitationView]:
-    """The card's citations, then its escalations' (the plain-text faces list them together)."""
-    return (*card.citations, *(c for e in card.escalations for c in e.citations))
+    """The card's citations, its escalations', then those of the inputs the table filled in, each
+    passage once (the plain-text faces list them together)."""
+    every = (
+        *card.citations,
+        *(c for e in card.escalations for c in e.citations),
+        *(c for d in card.derived for c in d.citations),
+    )
+    return tuple(dict.fromkeys(every))

@@ -23,8 +23,8 @@ from urllib.parse import urlencode
 from fastapi import FastAPI, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from assistant import present
 from assistant.clinical.findings import resolve_findings
-from assistant.present.render import md_text
 from assistant.types import ExplicitFindings, FindingName, Findings, Recommendation
 from assistant.web.fhir.client import FhirFetchError, fetch, is_allowed, query_for
 from assistant.web.fhir.codes import EhrCodes, load_ehr_codes
@@ -228,125 +228,45 @@ def discovery(codes: EhrCodes) -> Discovery:
 
 
 def _value(raw: object) -> str:
+    """A finding as the UI's query string spells it."""
     if raw is None:
         return "unknown"
     return "yes" if raw is True else "no" if raw is False else str(raw)
 
 
-def _when(iso: str | None) -> str:
-    if not iso:
-        return ""
-    return iso.replace("T", " ").replace("Z", " UTC").replace(":00 UTC", " UTC")
-
-
-def _evidence_line(finding: str, value: str, e: Any) -> str:
-    if e.origin == "explicit":
-        where = "stated in context.findings"
-    else:
-        quoted = e.text if e.origin == "ehr" else f"“{e.text}”"
-        place = " · ".join(x for x in (e.resource, _when(e.resource_date)) if x)
-        where = md_text(quoted) + (f" — {md_text(place)}" if place else "")
-    return f"- {finding} = **{md_text(value)}**: {where}"
-
-
-def _distinct(evidence: Sequence[Any]) -> list[Any]:
-    """One line per span and resource (a conclusion and its report text repeat each other)."""
-    seen: set[tuple[str, str, str | None]] = set()
-    kept = []
-    for e in evidence:
-        key = (e.value, e.text.casefold(), e.resource)
-        if key not in seen:
-            seen.add(key)
-            kept.append(e)
-    return kept
-
-
-def _citation_link(c: Any) -> str:
-    label = md_text(f"{c.title} ({c.year or 'n.d.'})")
-    return f"[{label}]({c.url})" if c.url else label
-
-
-def card_detail(
-    rec: Recommendation,
-    findings: Findings,
-    notes: Sequence[str] = (),
-    record: Reading | None = None,
-) -> str:
-    """The card's Markdown: tier, actions, escalations, what is missing, the basis (each finding
-    with its resource, span and date), conventions, data notes, sources. The one renderer of the
-    CDS detail; it reads only these inputs, so the presentation layer can take it over."""
-    lines = [
-        f"**{md_text(rec.label)}** (`{rec.tier}`; rule `{rec.rule_id}`; decision table "
-        f"{md_text(rec.rules_version)})"
-    ]
-    if record is not None and record.procedure is not None:
-        p = record.procedure
-        days = "" if p.days_since is None else f"{p.days_since} day(s) before this card, "
-        lines += ["", f"Procedure: {md_text(p.name)}, {days}{_when(p.when) or 'undated'} "
-                      f"({md_text(p.resource)})."]
-    lines += [""] + [f"- {md_text(a)}" for a in rec.actions]
-    for esc in rec.escalations:
-        lines += ["", f"**Escalation: {md_text(esc.label)}**"]
-        lines += [f"- {md_text(a)}" for a in esc.actions]
-    if rec.missing:
-        lines += ["", "**Missing findings**"]
-        lines += [
-            f"- {md_text(m.question)} "
-            + md_text("; ".join(f"if {k}: {v}" for k, v in m.outcomes.items()))
-            for m in rec.missing
-        ]
-    lines += ["", "**Basis: each finding and where it was read**"]
-    conflicted = {c.finding: c for c in findings.conflicts}
-    for name in (*PREFILL, "procedure"):
-        raw = getattr(findings, name)
-        if name in conflicted:
-            lines += [_evidence_line(name, f"conflict ({e.value})", e)
-                      for e in _distinct(conflicted[name].evidence)]
-            continue
-        if name == "location" and findings.unclear_location:
-            raw = f"unclear ({findings.unclear_location})"
-        evidence = _distinct([e for e in findings.evidence if e.finding == name])
-        if raw is None or not evidence:
-            lines.append(f"- {name} = not stated in the record")
-            continue
-        lines += [_evidence_line(name, _value(raw) if name != "location" else str(raw), e)
-                  for e in evidence]
-    if record is not None and (record.reports or record.vitals):
-        lines += ["", "**Data read**"]
-        lines += [
-            f"- {md_text(r.resource)}: {md_text(r.title)}, {_when(r.when) or 'undated'}"
+def record_view(record: Reading | None, notes: Sequence[str] = ()) -> present.RecordView:
+    """What the service read from the record, as data for the presentation layer."""
+    if record is None:
+        return present.RecordView(notes=tuple(notes))
+    p = record.procedure
+    return present.RecordView(
+        procedure=present.ProcedureView(
+            name=p.name, resource=p.resource, when=p.when, days_since=p.days_since
+        )
+        if p is not None
+        else None,
+        reports=tuple(
+            present.ReportView(resource=r.resource, title=r.title, when=r.when)
             for r in record.reports
-        ]
-        lines += [
-            f"- {md_text(v.describe())} — {md_text(v.resource)} · {_when(iso(v.when))}"
-            + (" (no threshold in this tool)" if v.rule is None
-               else " (meets the tool's threshold)" if v.fires
-               else " (within the tool's threshold; asserts nothing)")
+        ),
+        vitals=tuple(
+            present.VitalView(
+                description=v.describe(),
+                resource=v.resource,
+                when=iso(v.when),
+                threshold="none" if v.rule is None else "met" if v.fires else "within",
+                convention=v.rule.convention if v.rule is not None else None,
+            )
             for v in record.vitals
-        ]
-    conventions = sorted(
-        {v.rule.convention for v in (record.vitals if record else []) if v.rule and v.fires}
+        ),
+        notes=tuple(notes),
     )
-    if rec.caveats or conventions:
-        lines += ["", "**Caveats**"] + [f"- {md_text(c)}" for c in (*rec.caveats, *conventions)]
-    if notes:
-        lines += ["", "**Data notes (skipped or missing)**"] + [f"- {md_text(n)}" for n in notes]
-    citations = list(dict.fromkeys((*rec.citations, *(c for e in rec.escalations
-                                                      for c in e.citations))))
-    lines += ["", "**Sources**"] + [f"- {_citation_link(c)} — {md_text(c.section)}"
-                                     for c in citations]
-    lines += ["", "_Decision support only; it does not replace clinical judgement._"]
-    return "\n".join(lines)
 
 
-def ui_link(base: str, findings: Findings) -> str:
+def ui_link(base: str, findings: Findings, text: present.Presentation | None = None) -> str:
     """The web UI with this case filled in (the query-parameter contract of the UI)."""
-    procedure = findings.procedure or "vertebroplasty or kyphoplasty"
-    question = f"Pulmonary cement embolism after {procedure}: what management is recommended?"
-    if findings.unclear_location:
-        question += f" Emboli location reported as {findings.unclear_location}."
     conflicted = {c.finding for c in findings.conflicts}
-    params = {"question": question} | {
+    params = {"question": present.cds_link_question(findings, text)} | {
         name: "unknown" if name in conflicted else _value(getattr(findings, name))
         for name in PREFILL
     }
@@ -361,35 +281,29 @@ def make_card(
     ui_base: str | None = None,
     notes: Sequence[str] = (),
     record: Reading | None = None,
+    text: present.Presentation | None = None,
 ) -> Card:
     critical = rec.tier == "surgical_embolectomy" or bool(rec.escalations)
-    procedure = record.procedure if record else None
-    head = "PCE"
-    if procedure is not None:
-        head += f" after {procedure.name}"
-        if procedure.days_since is not None:
-            head += f" (day {procedure.days_since})"
-    summary = f"{head}: {rec.label}"
-    if rec.escalations:
-        summary += " + " + ", ".join(e.label for e in rec.escalations)
+    read = record_view(record, notes)
+    summary = present.cds_summary(rec, findings, text, read)
     if len(summary) > SUMMARY_MAX:
         summary = summary[: SUMMARY_MAX - 1].rstrip() + "…"
     first = rec.citations[0] if rec.citations else None
-    sources = dict.fromkeys(
-        c.url for c in (*rec.citations, *(x for e in rec.escalations for x in e.citations)) if c.url
-    )
+    # Only absolute http(s) source pages become links, as in the detail.
+    cited = (*rec.citations, *(x for e in rec.escalations for x in e.citations))
+    sources = dict.fromkeys(u for c in cited if (u := present.safe_url(c.url)))
     links = [Link(label="Open in PCE Assistant (findings filled in)",
-                  url=ui_link(ui_base, findings), type="absolute")] if ui_base else []
+                  url=ui_link(ui_base, findings, text), type="absolute")] if ui_base else []
     links += [Link(label=f"Source {i}", url=u, type="absolute") for i, u in enumerate(sources, 1)]
     return Card(
         uuid=card_id,
         summary=summary,
         indicator="critical" if critical else INDICATOR[rec.tier],  # type: ignore[arg-type]
-        detail=card_detail(rec, findings, notes, record),
+        detail=present.cds_detail(rec, findings, text, read),
         source=CardSource(
             label=f"PCE Assistant decision table {rec.rules_version}"
             + (f"; {first.title[:60]}" if first else ""),
-            url=first.url if first and first.url else None,
+            url=present.safe_url(first.url) if first else None,
             topic=Coding(system=FINDING_SYSTEM + "/tier", code=rec.tier, display=rec.label),
         ),
         overrideReasons=[
@@ -407,9 +321,7 @@ def unread_card(problem: str) -> Card:
         summary="PCE Assistant could not read the patient's record from the EHR; no "
         "recommendation.",
         indicator="warning",
-        detail="The EHR sent no prefetch, and querying its FHIR server failed:\n\n"
-        f"- {md_text(problem)}\n\nNo findings were read, so no management tier is given. "
-        "Retry, or open PCE Assistant and enter the findings.",
+        detail=present.cds_unread_detail(problem),
         source=CardSource(label="PCE Assistant"),
     )
 
@@ -491,6 +403,7 @@ def register(
     now = clock or (lambda: datetime.now(UTC))
     window = timedelta(hours=settings.vitals_window_hours)
     services = discovery(codes)
+    text = present.presentation_for(settings.knowledge_dir)
 
     @app.get(
         "/cds-services", tags=["cds-hooks"], response_model=Discovery,
@@ -523,7 +436,7 @@ def register(
         # The card uuid is the audit event id, so feedback on the card joins its record.
         base = settings.public_url or str(request.base_url)
         card = make_card(
-            rec, findings, event_id, ui_base=base, notes=reading.notes, record=reading
+            rec, findings, event_id, ui_base=base, notes=reading.notes, record=reading, text=text
         )
         return CdsResponse(cards=[card])
 
