@@ -193,16 +193,28 @@ def test_hedge_words_in_a_question_do_not_make_findings_uncertain(lexicon: Lexic
 
 
 def test_asserted_asymptomatic_and_symptom_give_conflict_with_both_spans(lexicon: Lexicon) -> None:
-    text = "Asymptomatic on day 1, now dyspnoeic. Peripheral emboli."
+    # Same time frame (no time marker): a conflict, and the tool asks.
+    text = "Asymptomatic. Dyspnoeic on exertion. Peripheral emboli."
     findings = extract_findings(text, lexicon)
     assert findings.symptomatic is None
     (conflict,) = findings.conflicts
     assert conflict.finding == "symptomatic"
     assert [(e.text, e.value) for e in conflict.evidence] == [
         ("Asymptomatic", "no"),
-        ("dyspnoeic", "yes"),
+        ("Dyspnoeic", "yes"),
     ]
     assert not [e for e in findings.evidence if e.finding == "symptomatic"]
+
+
+def test_later_state_wins_and_the_overridden_span_is_kept(lexicon: Lexicon) -> None:
+    # Issue 11 changed this: 'now' makes the later statement win instead of a conflict.
+    text = "Asymptomatic on day 1, now dyspnoeic. Peripheral emboli."
+    findings = extract_findings(text, lexicon)
+    assert findings.symptomatic is True and not findings.conflicts
+    assert [(e.text, e.value) for e in findings.evidence if e.finding == "symptomatic"] == [
+        ("dyspnoeic", "yes")
+    ]
+    assert [(e.text, e.value) for e in findings.overridden] == [("Asymptomatic", "no")]
 
 
 def test_exclusions_keep_look_alike_phrases_out(lexicon: Lexicon) -> None:
@@ -243,8 +255,8 @@ def test_numeric_thresholds_are_marked_as_tool_conventions(lexicon: Lexicon) -> 
         "systolic_hypotension",
     }
     assert all("convention" in r.convention.lower() for r in lexicon.numeric)
-    assert "convention" in lexicon.location.convention.lower()
-    assert "most proximal" in lexicon.location.precedence_convention.lower()
+    assert "convention" in lexicon.anatomy.convention.lower()
+    assert "most proximal" in lexicon.anatomy.precedence_convention.lower()
 
 
 # --- evidence ------------------------------------------------------------------------------------
@@ -266,7 +278,7 @@ def test_evidence_offsets_slice_the_span_from_the_text(lexicon: Lexicon) -> None
         "HR 120",
         "BP 78/40",
         "right atrium",
-        "segmental",
+        "segmental arteries",  # the whole site, as parsed from the anatomy
     }
 
 
@@ -393,7 +405,7 @@ def test_history_must_be_a_list_of_text(lexicon: Lexicon) -> None:
 
 def test_question_conflict_is_not_filled_in_from_history(lexicon: Lexicon) -> None:
     findings = resolve_findings(
-        "Asymptomatic but now breathless.", lexicon, history=["Asymptomatic."]
+        "Asymptomatic, but SpO2 88% on air.", lexicon, history=["Asymptomatic."]
     )
     assert findings.symptomatic is None
     assert [c.finding for c in findings.conflicts] == ["symptomatic"]
@@ -412,7 +424,14 @@ def write_lexicon(tmp_path: Path, data: dict[str, Any], edit: Any) -> Path:
     edit(data)
     path = tmp_path / "lexicon.yaml"
     path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    copy_anatomy(tmp_path)
     return path
+
+
+def copy_anatomy(directory: Path) -> None:
+    """The lexicon is read with the anatomy vocabulary beside it."""
+    source = DEFAULT_LEXICON_PATH.with_name("anatomy.yaml")
+    (directory / "anatomy.yaml").write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
 
 
 def test_default_lexicon_loads_once_per_file() -> None:
@@ -432,12 +451,16 @@ def test_lexicon_missing_key_names_file_and_key(
 
 def test_lexicon_bad_regex_names_file_and_key(tmp_path: Path, lexicon_data: dict[str, Any]) -> None:
     path = write_lexicon(
-        tmp_path, lexicon_data, lambda d: d["symptomatic"]["present"].__setitem__(1, "dysp(nea")
+        tmp_path,
+        lexicon_data,
+        lambda d: d["symptomatic"]["present"]["dyspnoea"].__setitem__(1, "dysp(nea"),
     )
     with pytest.raises(RulesError) as info:
         load_lexicon(path)
     (problem,) = info.value.problems
-    assert problem.startswith("symptomatic.present[1]: invalid regular expression 'dysp(nea'")
+    assert problem.startswith(
+        "symptomatic.present.dyspnoea[1]: invalid regular expression 'dysp(nea'"
+    )
     assert str(path.resolve()) in str(info.value)
 
 
@@ -468,6 +491,7 @@ def test_lexicon_numeric_rule_must_capture_value(
 def test_lexicon_that_is_not_a_mapping_or_missing_is_a_rules_error(tmp_path: Path) -> None:
     path = tmp_path / "lexicon.yaml"
     path.write_text("- just a list\n", encoding="utf-8")
+    copy_anatomy(tmp_path)
     with pytest.raises(RulesError, match="top level must be a mapping"):
         load_lexicon(path)
     with pytest.raises(RulesError, match="cannot read"):
