@@ -468,6 +468,8 @@ def _scope(
         ):
             break
         scope.append(index)
+        if mention.kind == "absent":
+            break  # 'no longer symptom-free: breathless' - an absent cue ends a list
         previous = mention
     return scope
 
