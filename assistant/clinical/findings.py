@@ -170,15 +170,15 @@ def _group_state(statements: list[Mention]) -> _GroupState | None:
 
 
 def _finish(value: bool, used: list[Mention], statements: list[Mention]) -> _Decision:
-    """The decision with the earlier statements it superseded (the other value, earlier phase)."""
+    """The decision, with the other statements that agree with it (any time) and the earlier ones
+    it superseded (the other value, an earlier phase)."""
     shown = "yes" if value else "no"
     last = max(m.phase for m in used)
+    agreeing = [m for m in statements if m.value == shown and m not in used]
     overridden = [
-        m
-        for m in statements
-        if m not in used and m.value not in ("", shown) and m.phase < last
+        m for m in statements if m not in used and m.value not in ("", shown) and m.phase < last
     ]
-    return _Decision(value=value, used=used, overridden=overridden)
+    return _Decision(value=value, used=_unique([*used, *agreeing]), overridden=overridden)
 
 
 def _decide_location(mentions: list[Mention], lexicon: Lexicon) -> _Decision:
