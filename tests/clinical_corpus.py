@@ -1,4 +1,4 @@
-"""The clinical-text corpus (tests/fixtures/corpus/*.yaml) and how the product turns a text into a tier.
+"""The clinical-text corpus (tests/fixtures/corpus/*.yaml) and how the product shows its tier.
 
 Shared by tests/test_corpus.py (every case) and tests/test_findings_property.py (variants).
 """
@@ -32,7 +32,9 @@ DOMAINS: dict[str, set[Any]] = {
     "intracardiac_cement": {True, False, None},
     "procedure": {"vertebroplasty", "kyphoplasty", None},
 }
-KINDS = {"radiology-report", "case-report", "ed-note", "discharge-summary", "clinic-note", "question"}
+KINDS = {
+    "radiology-report", "case-report", "ed-note", "discharge-summary", "clinic-note", "question"
+}
 DEFINITE = {"surveillance", "anticoagulation", "surgical_embolectomy"}
 ENTRY_KEYS = {"id", "kind", "text", "expect", "conflict", "spans", "tier", "tags", "note"}
 
