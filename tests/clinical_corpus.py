@@ -12,7 +12,9 @@ import yaml
 
 from assistant.clinical.findings import resolve_findings
 from assistant.clinical.lexicon import Lexicon
-from assistant.clinical.rules import RuleTable
+from assistant.clinical.rules import RuleTable, load_rules
+from assistant.knowledge.sources import load_knowledge
+from assistant.settings import REPO_ROOT
 from assistant.types import Findings
 
 CORPUS_DIR = Path(__file__).parent / "fixtures" / "corpus"
@@ -45,6 +47,12 @@ def load_cases() -> list[dict[str, Any]]:
         for entry in yaml.safe_load(path.read_text(encoding="utf-8")):
             cases.append({**entry, "file": path.name})
     return cases
+
+
+def load_real_rules() -> RuleTable:
+    """The product's rules table (knowledge/rules.yaml), citations checked against the sources."""
+    knowledge = REPO_ROOT / "knowledge"
+    return load_rules(knowledge / "rules.yaml", load_knowledge(knowledge).sources)
 
 
 def shown_tier(findings: Findings, rules: RuleTable) -> str | None:

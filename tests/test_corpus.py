@@ -17,15 +17,14 @@ from clinical_corpus import (
     FINDINGS,
     KINDS,
     load_cases,
+    load_real_rules,
     shown_tier,
     table_tier,
 )
 
 from assistant.clinical.findings import resolve_findings
 from assistant.clinical.lexicon import Lexicon, load_lexicon
-from assistant.clinical.rules import RuleTable, load_rules
-from assistant.knowledge.sources import load_knowledge
-from assistant.settings import REPO_ROOT
+from assistant.clinical.rules import RuleTable
 from assistant.types import Evidence, Findings
 
 CASES = load_cases()
@@ -41,8 +40,7 @@ def lexicon() -> Lexicon:
 
 @pytest.fixture(scope="module")
 def rules() -> RuleTable:
-    knowledge = REPO_ROOT / "knowledge"
-    return load_rules(knowledge / "rules.yaml", load_knowledge(knowledge).sources)
+    return load_real_rules()
 
 
 def all_evidence(findings: Findings) -> list[Evidence]:

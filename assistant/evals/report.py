@@ -11,11 +11,20 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from assistant.evals.cases import LABELS
-from assistant.evals.runner import GATE, KS, EvalRun, Metrics, gate_failures, gate_mode
+from assistant.evals.runner import (
+    GATE,
+    GATE_MAX,
+    KS,
+    EvalRun,
+    Metrics,
+    gate_failures,
+    gate_mode,
+)
 
 ROWS: tuple[tuple[str, str], ...] = (
     ("tier_accuracy", "Tier accuracy (all cases)"),
     ("tier_accuracy_tiered", "Tier accuracy (cases expecting a tier)"),
+    ("wrong_definite_tiers", "Wrong definite tiers (count)"),
     ("needs_information_precision", "needs_information precision"),
     ("needs_information_recall", "needs_information recall"),
     ("escalation_accuracy", "Escalation accuracy"),
@@ -43,6 +52,8 @@ DENOMINATORS = {
 def _fmt(value: float | None, name: str = "") -> str:
     if value is None:
         return "n/a"
+    if isinstance(value, int):
+        return str(value)
     return f"{value:.0f}" if name.endswith("_ms") else f"{value:.3f}"
 
 
@@ -84,6 +95,9 @@ def gate_section(run: EvalRun) -> list[str]:
         value = getattr(test, name)
         ok = value is not None and value >= threshold
         lines.append(f"- {'PASS' if ok else 'FAIL'} `{name}` = {_fmt(value)} (≥ {threshold})")
+    for name, limit in GATE_MAX.items():
+        value = getattr(test, name)
+        lines.append(f"- {'PASS' if value <= limit else 'FAIL'} `{name}` = {value} (≤ {limit})")
     broken = gate_failures(run)
     if broken:
         lines += ["", "```", *broken, "```"]
@@ -132,7 +146,8 @@ def summary_json(run: EvalRun) -> dict[str, object]:
     return {
         "created": run.created, "versions": run.versions, "split": run.split, "sets": run.sets,
         "counts": run.counts,
-        "gate": {"mode": gate_mode(run), "thresholds": GATE, "failures": gate_failures(run)},
+        "gate": {"mode": gate_mode(run), "thresholds": GATE, "maximums": GATE_MAX,
+                 "failures": gate_failures(run)},
         "modes": {
             m: {
                 "settings_fingerprint": r.settings_fingerprint,

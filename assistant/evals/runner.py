@@ -27,6 +27,7 @@ from assistant.evals.cases import (
 from assistant.evals.metrics import (
     citation_problems,
     confusion_matrix,
+    is_wrong_definite,
     missing_key_facts,
     ndcg_at_k,
     percentile,
@@ -35,6 +36,7 @@ from assistant.evals.metrics import (
     reciprocal_rank,
     retrieved,
     unique,
+    wrong_definite_tiers,
 )
 from assistant.settings import Settings
 from assistant.types import Answer, Passage
@@ -190,6 +192,9 @@ class Metrics(BaseModel):
     latency_p50_ms: float | None
     latency_p95_ms: float | None
     confusion: dict[str, dict[str, int]]
+    wrong_definite_tiers: int = Field(
+        default=0, description="Cases given a definite tier other than the expected one."
+    )
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -238,6 +243,7 @@ def summarise(results: Sequence[CaseResult]) -> Metrics:
         latency_p50_ms=percentile(latencies, 50),
         latency_p95_ms=percentile(latencies, 95),
         confusion=confusion_matrix((r.expected, r.predicted) for r in results),
+        wrong_definite_tiers=wrong_definite_tiers((r.expected, r.predicted) for r in results),
     )
 
 
@@ -377,5 +383,25 @@ def gate_failures(run: EvalRun) -> list[str]:
             f"    {r.id}: {kind}: {r.failures[kind]}"
             for r in cases
             if kind in r.failures and broke(r)
+        ]
+    return lines + max_gate_failures(mode, metrics, cases)
+
+
+# Counts that must not EXCEED a maximum on the test split (GATE above holds minimums).
+GATE_MAX = {"wrong_definite_tiers": 0}
+
+
+def max_gate_failures(mode: str, metrics: Metrics, cases: Sequence[CaseResult]) -> list[str]:
+    """The wrong-definite-tier gate: any definite tier other than the expected one fails CI."""
+    lines: list[str] = []
+    for name, limit in GATE_MAX.items():
+        value = getattr(metrics, name)
+        if value <= limit:
+            continue
+        lines.append(f"{mode} {name} = {value} > {limit} (test split)")
+        lines += [
+            f"    {r.id}: tier: {r.failures.get('tier', '')}"
+            for r in cases
+            if is_wrong_definite(r.expected, r.predicted)
         ]
     return lines
