@@ -366,6 +366,7 @@ class Assistant(Runnable[Any, Answer]):
             history_in_scope=history_in_scope,
             states_finding=said_now is not None
             and (said_now.has_clinical_finding() or said_now.asks_management),
+            explicit_findings=not explicit.is_empty(),
         )
         if not decision.in_scope:
             answer = Answer(
