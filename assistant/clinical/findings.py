@@ -325,19 +325,19 @@ def _instability_is_symptomatic(
     ]
 
 
-def _negates_location(text: str, label: str, lexicon: Lexicon) -> bool:
-    return any(
-        m.finding == "location" and m.label == label and m.negated
-        for m in read_mentions(text, lexicon, require_cement=False)
-    )
-
-
 def _speaks_about(layer: Findings, name: FindingName) -> bool:
     if any(c.finding == name for c in layer.conflicts):
         return True
     if name == "location" and layer.unclear_location is not None:
         return True
     return getattr(layer, name) is not None
+
+
+def _negates_location(text: str, label: str, lexicon: Lexicon) -> bool:
+    return any(
+        m.finding == "location" and m.label == label and m.negated
+        for m in read_mentions(text, lexicon, require_cement=False)
+    )
 
 
 def _checked_history(history: Sequence[str]) -> Sequence[str]:
