@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from assistant.clinical.anatomy import find_sites
 from assistant.clinical.findings import extract_findings, resolve_findings
 from assistant.clinical.lexicon import DEFAULT_LEXICON_PATH, Lexicon, load_lexicon
 from assistant.errors import InputError, RulesError
@@ -528,3 +529,138 @@ def test_question_about_this_patient_still_asks_for_management(
     question: str, lexicon: Lexicon
 ) -> None:
     assert resolve_findings(question, lexicon).asks_management
+
+
+# --- anatomy as structure (issue 11) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("lower lobar branch of the right pulmonary artery", ("lobar", "lobar", "right")),
+        ("the RPA's lower-lobe branch", ("lobar", "lobe", "right")),
+        ("segmental branches of the LPA", ("peripheral", "segmental", "left")),
+        ("LPA segmental branches", ("peripheral", "segmental", "left")),
+        ("a branch of the RPA", ("unclear", "branch", "right")),
+        ("a right hilar pulmonary artery branch", ("unclear", "branch", "right")),
+        ("RLL pulmonary artery", ("lobar", "lobe", "right")),
+        ("segmental arteries of the right lower lobe", ("peripheral", "segmental", "right")),
+        ("the left main pulmonary artery", ("central", "trunk", "left")),
+        ("cement in both the RPA", ("central", "main", "right")),
+    ],
+)
+def test_a_vessel_mention_takes_the_level_of_its_most_distal_qualifier(
+    text: str, expected: tuple[str, str, str], lexicon: Lexicon
+) -> None:
+    (site,) = [s for s in find_sites(text, lexicon.anatomy) if s.kind == "pulmonary"]
+    assert (site.location_class, site.level, site.side) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Main PA diameter 32 mm. Asymptomatic.",  # anatomy without cement
+        "No abnormality of the pulmonary artery or its distal branches. Cement in the IVC.",
+        "The main and left pulmonary arteries are unremarkable; cement in the azygos vein.",
+        "?cement in the RPA on the chest film.",  # hedged alone
+        "Cement emboli in the left lower lobe.",  # a lobe is no vessel level
+        "Post L1-L3 segmental instrumentation, pain improved, asymptomatic.",  # not emboli
+    ],
+)
+def test_anatomy_that_holds_no_asserted_cement_sets_no_location(
+    text: str, lexicon: Lexicon
+) -> None:
+    findings = extract_findings(text, lexicon)
+    assert findings.location is None and findings.unclear_location is None
+    assert not [c for c in findings.conflicts if c.finding == "location"]
+
+
+def test_cement_in_a_heart_chamber_is_intracardiac_never_a_location(lexicon: Lexicon) -> None:
+    text = "Cement fragment in the right ventricle; no pulmonary emboli."
+    findings = extract_findings(text, lexicon)
+    assert (findings.intracardiac_cement, findings.location) == (True, None)
+    tip = extract_findings("PICC tip projects over the right atrium.", lexicon)
+    assert tip.intracardiac_cement is None
+
+
+# --- symptoms, time and population (issue 11) ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("She remained asymptomatic and did not develop complications.", False),
+        ("Not asymptomatic: breathless on stairs.", True),
+        ("No longer asymptomatic.", True),
+        ("She does not feel well.", True),
+        ("Feels fine, no complaints at all.", False),
+        ("Denies any complaints.", False),
+        ("Doing well.", False),
+        ("Became symptomatic on day 3.", True),
+        ("Symptoms of pulmonary embolism developed a month later.", True),
+        ("Dry cough for a week.", None),  # unverified alone: ask
+        ("Haemoptysis and dyspnoea.", True),  # a verified symptom decides
+        ("Known COPD with baseline breathlessness, unchanged.", None),
+        ("Incidental cement emboli.", False),
+        ("Incidentally found; progressive dyspnoea and HR 108.", True),  # stated symptoms win
+    ],
+)
+def test_symptom_statements(text: str, value: bool | None, lexicon: Lexicon) -> None:
+    findings = extract_findings(text, lexicon)
+    assert findings.symptomatic is value
+    assert not findings.conflicts
+
+
+def test_cough_alone_is_shown_as_the_unverified_reason(lexicon: Lexicon) -> None:
+    findings = extract_findings("Dry cough since the vertebroplasty.", lexicon)
+    assert [(e.text, e.value) for e in findings.evidence if e.finding == "symptomatic"] == [
+        ("cough", "unverified")
+    ]
+
+
+def test_initially_stable_then_shock_keeps_both_spans(lexicon: Lexicon) -> None:
+    text = "Initially stable, then refractory shock requiring vasopressors."
+    findings = extract_findings(text, lexicon)
+    assert findings.hemodynamic_instability is True and not findings.conflicts
+    assert {e.text for e in findings.evidence if e.finding == "hemodynamic_instability"} >= {
+        "refractory shock",
+        "vasopressors",
+    }
+    assert [e.text for e in findings.overridden] == ["Initially stable"]
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "Are most pulmonary cement emboli symptomatic?",
+        "How often is cement found in the pulmonary artery after vertebroplasty?",
+        "What proportion of patients with central emboli develop dyspnoea?",
+        "Are peripheral cement emboli usually asymptomatic?",
+    ],
+)
+def test_population_questions_state_no_patient_finding(question: str, lexicon: Lexicon) -> None:
+    findings = extract_findings(question, lexicon)
+    assert not findings.has_clinical_finding() and findings.procedure is None
+
+
+def test_history_statement_superseded_by_this_turn_is_shown_as_overridden(
+    lexicon: Lexicon,
+) -> None:
+    findings = resolve_findings("Now short of breath.", lexicon, history=["Asymptomatic."])
+    assert findings.symptomatic is True
+    assert [(e.text, e.origin, e.turn) for e in findings.overridden] == [
+        ("Asymptomatic", "history", 0)
+    ]
+
+
+def test_anatomy_file_errors_name_the_anatomy_file(tmp_path: Path) -> None:
+    (tmp_path / "lexicon.yaml").write_text(
+        DEFAULT_LEXICON_PATH.read_text(encoding="utf-8"), encoding="utf-8"
+    )
+    anatomy = yaml.safe_load(DEFAULT_LEXICON_PATH.with_name("anatomy.yaml").read_text("utf-8"))
+    anatomy["levels"][0]["clas"] = anatomy["levels"][0].pop("class")
+    (tmp_path / "anatomy.yaml").write_text(yaml.safe_dump(anatomy), encoding="utf-8")
+    with pytest.raises(RulesError) as info:
+        load_lexicon(tmp_path / "lexicon.yaml")
+    assert info.value.path == str((tmp_path / "anatomy.yaml").resolve())
+    assert "levels[0].class: required key is missing" in info.value.problems

@@ -159,7 +159,7 @@ def read_mentions(text: str, lexicon: Lexicon, *, require_cement: bool = True) -
             and m.kind == "site"
             and m.label != "unclear-statement"
             and not _holds_cement(text, clause, lexicon)
-            and not (implied and m.qualifier)
+            and not (implied and m.qualifier and _describes_emboli(text, m, lexicon))
         ):
             continue  # anatomy without cement: 'main PA 32 mm', a catheter tip in the RA
         kept.append(replace(m, phase=_phase(text, m, clause, lexicon)))
@@ -214,6 +214,19 @@ def _is_population(text: str, sentence: _Segment, lexicon: Lexicon) -> bool:
 def _holds_cement(text: str, clause: _Segment, lexicon: Lexicon) -> bool:
     span = text[clause.start : clause.end]
     return any(p.search(span) for p in lexicon.anatomy.cement_cues)
+
+
+def _describes_emboli(text: str, m: Mention, lexicon: Lexicon) -> bool:
+    """A level word names a vessel ('peripheral branches') or stands alone ('central?'), rather
+    than qualifying something else ('segmental instrumentation')."""
+    span = text[m.start : m.end]
+    anatomy = lexicon.anatomy
+    if any(p.search(span) for p in (*anatomy.vessel, *anatomy.branch)):
+        return True
+    return _STANDS_ALONE.match(text, m.end) is not None
+
+
+_STANDS_ALONE = re.compile(r"\s*(?:$|[^\w\s]|(?:and|or|only|PCE)\b)", re.IGNORECASE)
 
 
 def _phase(text: str, m: Mention, clause: _Segment, lexicon: Lexicon) -> int:
