@@ -575,6 +575,15 @@ def test_anatomy_that_holds_no_asserted_cement_sets_no_location(
     assert not [c for c in findings.conflicts if c.finding == "location"]
 
 
+def test_a_hedged_proximal_site_needs_no_cement_word_to_make_the_tool_ask(
+    lexicon: Lexicon,
+) -> None:
+    text = "Peripheral cement emboli. Central component not excluded. Asymptomatic."
+    findings = extract_findings(text, lexicon)
+    assert findings.location is None
+    assert [c.finding for c in findings.conflicts] == ["location"]
+
+
 def test_cement_in_a_heart_chamber_is_intracardiac_never_a_location(lexicon: Lexicon) -> None:
     text = "Cement fragment in the right ventricle; no pulmonary emboli."
     findings = extract_findings(text, lexicon)
@@ -603,6 +612,9 @@ def test_cement_in_a_heart_chamber_is_intracardiac_never_a_location(lexicon: Lex
         ("Known COPD with baseline breathlessness, unchanged.", None),
         ("Incidental cement emboli.", False),
         ("Incidentally found; progressive dyspnoea and HR 108.", True),  # stated symptoms win
+        ("Dyspnoea? No. Chest pain? No.", False),  # a question answered in the note
+        ("SOB? Awaiting review.", None),  # asked, not stated
+        ("Dyspnoea? Yes.", True),
     ],
 )
 def test_symptom_statements(text: str, value: bool | None, lexicon: Lexicon) -> None:

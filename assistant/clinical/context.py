@@ -68,6 +68,7 @@ TriggerKind = Literal[
     "pre_negation",
     "post_negation",
     "anatomy_post_negation",
+    "query_after",
     "pre_uncertainty",
     "post_uncertainty",
     "pseudo",
@@ -79,7 +80,7 @@ PHASE_EARLIER, PHASE_UNMARKED, PHASE_LATER, PHASE_CURRENT = 0, 1, 2, 3
 GENERIC = "generic"
 UNVERIFIED = "unverified"
 HEART = "heart"
-ANATOMY = ("location", "intracardiac_cement")
+BINARY_TEXT = ("symptomatic", "hemodynamic_instability")
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,7 @@ def read_mentions(text: str, lexicon: Lexicon, *, require_cement: bool = True) -
             require_cement
             and m.kind == "site"
             and m.label != "unclear-statement"
+            and not m.uncertain  # a hedged site can only make the tool ask
             and not _holds_cement(text, clause, lexicon)
             and not (implied and m.qualifier and _describes_emboli(text, m, lexicon))
         ):
@@ -344,6 +346,7 @@ def _find_triggers(text: str, lexicon: Lexicon) -> Iterator[_Trigger]:
         ("pre_negation", ctx.pre_negation),
         ("post_negation", ctx.post_negation),
         ("anatomy_post_negation", ctx.anatomy_post_negation),
+        ("query_after", ctx.query_after),
         ("pre_uncertainty", ctx.pre_uncertainty),
         ("post_uncertainty", ctx.post_uncertainty),
         ("pseudo", ctx.pseudo),
@@ -405,13 +408,17 @@ def _apply_context(
             order = [i for i, m in reversed(list(enumerate(mentions))) if m.end <= trigger.start]
         if trigger.kind == "anatomy_post_negation":
             order = [i for i in order if mentions[i].kind == "site"]
+        if trigger.kind == "query_after":
+            order = [i for i in order[:1] if mentions[i].finding in BINARY_TEXT]
         window = (
             ctx.uncertainty_window_words if "uncertainty" in trigger.kind else ctx.window_words
         )
+        if trigger.kind == "query_after":
+            window = 0
         scope = _scope(text, trigger, [(i, mentions[i]) for i in order], stops, lexicon, window)
         if trigger.kind.startswith("baseline"):
             baseline.update(i for i in scope if _baseline_applies(text, mentions[i], lexicon))
-        elif trigger.kind.endswith("uncertainty"):
+        elif trigger.kind.endswith("uncertainty") or trigger.kind == "query_after":
             uncertain.update(scope)
         else:
             negated.update(scope)

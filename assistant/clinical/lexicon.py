@@ -131,6 +131,7 @@ class ContextTerms(_Strict):
     pre_uncertainty: Terms
     post_uncertainty: Terms
     anatomy_post_negation: Terms = Field(description="Negate vessel and heart sites only.")
+    query_after: Terms = Field(description="A '?' right after a symptom: asked, not stated.")
     pseudo: Terms = Field(description="Look like triggers but modify nothing.")
     terminators: Terms
     sentence_boundary: Regex
