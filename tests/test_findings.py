@@ -615,6 +615,7 @@ def test_cement_in_a_heart_chamber_is_intracardiac_never_a_location(lexicon: Lex
         ("Dyspnoea? No. Chest pain? No.", False),  # a question answered in the note
         ("SOB? Awaiting review.", None),  # asked, not stated
         ("Dyspnoea? Yes.", True),
+        ("The patient has no symptoms.", False),  # not a generic 'has ... symptoms'
     ],
 )
 def test_symptom_statements(text: str, value: bool | None, lexicon: Lexicon) -> None:
@@ -648,6 +649,7 @@ def test_initially_stable_then_shock_keeps_both_spans(lexicon: Lexicon) -> None:
         "How often is cement found in the pulmonary artery after vertebroplasty?",
         "What proportion of patients with central emboli develop dyspnoea?",
         "Are peripheral cement emboli usually asymptomatic?",
+        "Which reports describe vertebroplasty cement perforating the RV free wall?",
     ],
 )
 def test_population_questions_state_no_patient_finding(question: str, lexicon: Lexicon) -> None:
