@@ -409,7 +409,12 @@ def _apply_context(
         if trigger.kind == "anatomy_post_negation":
             order = [i for i in order if mentions[i].kind == "site"]
         if trigger.kind == "query_after":
-            order = [i for i in order[:1] if mentions[i].finding in BINARY_TEXT]
+            order = [
+                i
+                for i in order[:1]
+                if mentions[i].finding in BINARY_TEXT
+                and _words_since_sentence_start(text, mentions[i].start, lexicon) <= ctx.query_words
+            ]
         window = (
             ctx.uncertainty_window_words if "uncertainty" in trigger.kind else ctx.window_words
         )
@@ -434,6 +439,11 @@ def _apply_context(
         )
         for i, m in enumerate(mentions)
     ]
+
+
+def _words_since_sentence_start(text: str, at: int, lexicon: Lexicon) -> int:
+    starts = [m.end() for m in lexicon.context.sentence_boundary.finditer(text, 0, at)]
+    return _word_count(text[max(starts, default=0) : at])
 
 
 def _adjacent_negation(text: str, m: Mention, lexicon: Lexicon) -> bool:

@@ -132,6 +132,7 @@ class ContextTerms(_Strict):
     post_uncertainty: Terms
     anatomy_post_negation: Terms = Field(description="Negate vessel and heart sites only.")
     query_after: Terms = Field(description="A '?' right after a symptom: asked, not stated.")
+    query_words: int = Field(ge=0, le=20, description="...if at most this many words precede it.")
     pseudo: Terms = Field(description="Look like triggers but modify nothing.")
     terminators: Terms
     sentence_boundary: Regex
