@@ -128,12 +128,16 @@ def history_user_turns(history: object, max_turns: int, max_chars: int) -> list[
     return turns
 
 
-def findings_focus(findings: Findings) -> str:
+def findings_focus(findings: Findings, rec: Recommendation | None = None) -> str:
     """Words for the findings, so the evidence picked speaks to this patient's cell of the table
-    (e.g. 'without symptoms peripheral') and not only to the question's wording."""
+    (e.g. 'without symptoms peripheral') and not only to the question's wording. A value the
+    table derived (``rec.inputs``, e.g. symptomatic from instability) counts too."""
     words = []
-    if findings.symptomatic is not None:
-        words.append("with symptoms symptomatic" if findings.symptomatic else "no symptoms without")
+    symptomatic = findings.symptomatic
+    if symptomatic is None and rec is not None and rec.inputs.get("symptomatic") in ("yes", "no"):
+        symptomatic = rec.inputs["symptomatic"] == "yes"
+    if symptomatic is not None:
+        words.append("with symptoms symptomatic" if symptomatic else "no symptoms without")
     if findings.location is not None:
         words.append(findings.location)
     return " ".join(words)
@@ -205,7 +209,7 @@ class Assistant(Runnable[Any, Answer]):
             )
         corpus = load_corpus(settings)
         known_sections = {s.id for src in corpus.sources.values() for s in src.sections}
-        rules = load_rules(settings.knowledge_dir / "rules.yaml", corpus.knowledge.sources)
+        rules = load_rules(settings.knowledge_dir / "rules.yaml", corpus.knowledge.citations)
         lexicon = load_lexicon(settings.knowledge_dir / "lexicon.yaml")
         scope = ScopeGuard(
             load_scope_terms(settings.knowledge_dir / "scope.yaml"), settings.scope_threshold
@@ -260,6 +264,11 @@ class Assistant(Runnable[Any, Answer]):
         return len(self.components.corpus.passages)
 
     @property
+    def lexicon(self) -> Lexicon:
+        """The term lexicon and its numeric conventions (the CDS service reads vitals with it)."""
+        return self.components.lexicon
+
+    @property
     def location_convention(self) -> str:
         """The rules table's statement of what central and peripheral mean in this tool."""
         return self.components.rules.location_convention
@@ -298,14 +307,21 @@ class Assistant(Runnable[Any, Answer]):
         user: str | None = None,
         surface: str = "python",
     ) -> tuple[Findings, Recommendation, str]:
-        """Structured findings only (forms, EHRs): the tier without retrieval or free text."""
-        start = time.perf_counter()
+        """Structured findings only (forms, EHRs): the tier without retrieval or free text.
+
+        Findings that are all unknown are valid input: the table answers needs_information and
+        says what to ask.
+        """
         stated = ExplicitFindings.parse(explicit)
-        if stated.is_empty():
-            raise InputError(
-                "findings is empty; give at least symptomatic and location", field="findings"
-            )
         findings = resolve_findings("", self.components.lexicon, explicit=stated)
+        rec, event_id = self.recommend_findings(findings, user=user, surface=surface)
+        return findings, rec, event_id
+
+    def recommend_findings(
+        self, findings: Findings, *, user: str | None = None, surface: str = "python"
+    ) -> tuple[Recommendation, str]:
+        """The table's recommendation for findings read elsewhere (an EHR record), audited."""
+        start = time.perf_counter()
         rec = self.components.rules.recommend(findings)
         event_id = uuid.uuid4().hex
         if self.audit is not None:
@@ -322,7 +338,7 @@ class Assistant(Runnable[Any, Answer]):
                 versions=self.versions.model_dump(mode="json"),
                 latency_ms=elapsed_ms(start),
             )
-        return findings, rec, event_id
+        return rec, event_id
 
     def record_feedback(
         self,
@@ -391,7 +407,8 @@ class Assistant(Runnable[Any, Answer]):
         )
         ranked = [*pinned, *(p for p in passages if p not in pinned)]
         composed = self.composer.compose(
-            f"{text} {findings_focus(resolved)}", ranked, topics, reserved=len(pinned)
+            f"{text} {findings_focus(resolved, recommendation)}", ranked, topics,
+            reserved=len(pinned),
         )
         cited_extra = [
             p for p in [*pinned, *self.composer.passages_for(topics)] if p not in passages

@@ -15,8 +15,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from assistant.errors import AssistantError, ConfigurationError
 from assistant.settings import Settings
 
@@ -29,14 +27,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["data_dir"] = Path(args.data_dir)
     if getattr(args, "retriever", None) not in (None, "all"):  # 'all' is eval's comparison
         overrides["retriever"] = args.retriever
-    try:
-        return Settings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:  # a bad PCE_* variable: one line, not a traceback
-        problems = "; ".join(
-            f"PCE_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']} (got {e['input']!r})"
-            for e in exc.errors()
-        )
-        raise ConfigurationError(f"invalid setting {problems}") from exc
+    # A bad or unknown PCE_* setting raises ConfigurationError: one line, not a traceback.
+    return Settings(**overrides)
 
 
 def cmd_index(args: argparse.Namespace) -> int:
@@ -80,7 +72,7 @@ def cmd_rules_check(args: argparse.Namespace) -> int:
     settings = _settings(args)
     path = Path(args.path) if args.path else settings.knowledge_dir / "rules.yaml"
     knowledge = load_knowledge(settings.knowledge_dir)
-    problems = check_rules(path, knowledge.sources)
+    problems = check_rules(path, knowledge.citations)
     if problems:
         print(f"{path}: {len(problems)} problem(s)", file=sys.stderr)
         for problem in problems:
@@ -100,44 +92,17 @@ def _yes_no(value: str | None) -> bool | None:
 def _assistant(args: argparse.Namespace) -> Any:
     from assistant.assistant import Assistant
 
-    return Assistant.from_settings(_settings(args))
+    settings = _settings(args)
+    # BM25 alone needs no vector index: do not embed the corpus for it.
+    return Assistant.from_settings(settings, build_index=settings.retriever != "bm25")
 
 
-def format_answer(answer: Any) -> str:
-    """Plain-text rendering for the terminal: narrative, citations, then the tier card."""
-    lines = [answer.text, ""]
-    for c in answer.citations:
-        ident = f"doi:{c.doi}" if c.doi else (f"PMID {c.pmid}" if c.pmid else c.source_id)
-        lines.append(
-            f"[{c.n}] {c.title} ({c.year or 'n.d.'}; {c.evidence_type}) — {c.section}. "
-            f"{ident} {c.url or ''}".rstrip()
-        )
-    rec = answer.recommendation
-    if rec is not None:
-        lines += [
-            "",
-            f"== Recommendation: {rec.label} [{rec.tier}] (rule {rec.rule_id}, "
-            f"rules {rec.rules_version})",
-        ]
-        lines += [f"  - {a}" for a in rec.actions]
-        for esc in rec.escalations:
-            lines += [f"  ! Escalation: {esc.label}"] + [f"    - {a}" for a in esc.actions]
-        if rec.caveats:
-            lines += ["  Caveats:"] + [f"    - {c}" for c in rec.caveats]
-        lines += ["  Basis:"] + [
-            f'    - {e.finding} = {e.value} ({e.origin}: "{e.text}")'
-            for e in answer.findings.evidence
-        ]
-        lines += ["  Sources:"] + [
-            f"    - {c.title} ({c.year}) — {c.section} {c.url or ''}".rstrip()
-            for c in rec.citations
-        ]
-    if answer.follow_up_questions:
-        lines += ["", "To decide, I need to know:"] + [
-            f"  ? {q}" for q in answer.follow_up_questions
-        ]
-    lines += ["", answer.disclaimer]
-    return "\n".join(lines)
+def format_answer(answer: Any, knowledge_dir: Path | None = None) -> str:
+    """The terminal's rendering of an answer, by the presentation layer like every other face."""
+    from assistant.present import cli_text, default_presentation, presentation_for
+
+    text = presentation_for(knowledge_dir) if knowledge_dir else default_presentation()
+    return cli_text(answer, text)
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
@@ -150,11 +115,12 @@ def cmd_ask(args: argparse.Namespace) -> int:
         findings["hemodynamic_instability"] = _yes_no(args.unstable)
     if args.intracardiac:
         findings["intracardiac_cement"] = _yes_no(args.intracardiac)
-    answer = _assistant(args).ask(args.question, findings=findings or None, surface="cli")
+    assistant = _assistant(args)
+    answer = assistant.ask(args.question, findings=findings or None, surface="cli")
     if args.json:
         _print_json(answer.to_json())
     else:
-        print(format_answer(answer))
+        print(format_answer(answer, assistant.settings.knowledge_dir))
     return 0
 
 
@@ -177,7 +143,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         except InputError as exc:
             print(f"error: {exc}")
             continue
-        print(format_answer(answer))
+        print(format_answer(answer, assistant.settings.knowledge_dir))
         history += [
             {"role": "user", "content": question},
             {"role": "assistant", "content": answer.text},

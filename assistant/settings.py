@@ -1,19 +1,50 @@
-"""One settings object, read from ``PCE_*`` environment variables (and an optional ``.env``)."""
+"""One settings object, read from ``PCE_*`` environment variables (and an optional ``.env``).
+
+A key that is not a setting is an error, not silently ignored: an unknown ``PCE_*`` environment
+variable or an unknown key in ``.env`` raises ``ConfigurationError`` naming it, with a "did you
+mean". Defaults need no source tree: the knowledge and the evaluation questions ship inside the
+package (``assistant/_data``); a source checkout reads them from the top of the repository.
+"""
 
 from __future__ import annotations
 
+import difflib
 import hashlib
+import importlib.resources
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from dotenv import dotenv_values
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from assistant.errors import ConfigurationError
+
+ENV_PREFIX = "PCE_"
 DEFAULT_MODEL_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 RetrieverMode = Literal["hybrid", "dense", "bm25"]
+
+
+def _shipped(name: str, checkout: str) -> Path:
+    """A data folder shipped in the wheel (assistant/_data/<name>) or, in a source checkout,
+    the folder at the top of the repository."""
+    packaged = importlib.resources.files("assistant._data") / name
+    if packaged.is_dir():
+        return Path(str(packaged))
+    return Path(str(importlib.resources.files("assistant"))).parent / checkout
+
+
+def default_knowledge_dir() -> Path:
+    """The curated knowledge shipped with the package (PCE_KNOWLEDGE_DIR overrides it)."""
+    return _shipped("knowledge", "knowledge")
+
+
+def default_questions_dir() -> Path:
+    """The evaluation question sets shipped with the package."""
+    return _shipped("questions", "evals/questions")
 
 
 def _default_data_dir() -> Path:
@@ -23,11 +54,12 @@ def _default_data_dir() -> Path:
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="PCE_", env_file=".env", extra="ignore", frozen=True
+        # A shared .env may hold other tools' keys: ignore those, but refuse PCE_* typos (below).
+        env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", frozen=True
     )
 
     knowledge_dir: Path = Field(
-        default=REPO_ROOT / "knowledge", description="Sources, rules table and lexicon."
+        default_factory=default_knowledge_dir, description="Sources, rules table and lexicon."
     )
     data_dir: Path = Field(
         default_factory=_default_data_dir,
@@ -67,6 +99,34 @@ class Settings(BaseSettings):
     ui_password: SecretStr | None = None
     host: str = "127.0.0.1"
     port: int = 7860
+    public_url: str | None = Field(
+        default=None,
+        description="Base URL of the web UI as clinicians reach it (the CDS link card opens it); "
+        "default: the address the request came to.",
+    )
+    vitals_window_hours: float = Field(
+        default=24, gt=0, le=24 * 14, description="CDS Hooks: a vital sign counts when this recent."
+    )
+    fhir_servers: tuple[str, ...] = Field(
+        default=(),
+        description="CDS Hooks: FHIR base URLs the service may query when the EHR sends no "
+        "prefetch (JSON list). Empty: never query; the card says what is missing.",
+    )
+    fhir_timeout_s: float = Field(default=10.0, gt=0, le=120, description="Per FHIR query.")
+
+    def __init__(self, **values: Any) -> None:
+        unknown_environment(os.environ)
+        unknown_environment(_dotenv(), where=".env")
+        fields = type(self).model_fields
+        typos = [k for k in values if not k.startswith("_") and k not in fields]
+        if typos:
+            raise ConfigurationError(
+                "; ".join(f"{k} is not a setting{_did_you_mean(ENV_PREFIX + k)}" for k in typos)
+            )
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigurationError(_explain(exc)) from exc
 
     @property
     def audit_path(self) -> Path:
@@ -89,6 +149,49 @@ class Settings(BaseSettings):
             "chunk": [self.chunk_size, self.chunk_overlap],
             "scope": self.scope_threshold,
             "llm": self.llm,
+            "vitals_window_hours": self.vitals_window_hours,
         }
         blob = json.dumps(relevant, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def _names() -> list[str]:
+    return [f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields]
+
+
+def _did_you_mean(key: str) -> str:
+    close = difflib.get_close_matches(key.upper(), _names(), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _dotenv() -> Mapping[str, str | None]:
+    path = Path(".env")
+    return dotenv_values(path) if path.is_file() else {}
+
+
+def unknown_environment(environ: Mapping[str, Any], where: str = "environment") -> None:
+    """Raise ``ConfigurationError`` for a ``PCE_*`` variable that is not a setting (a typo)."""
+    known = set(_names())
+    unknown = sorted(k for k in environ if k.upper().startswith(ENV_PREFIX) and k.upper() not in
+                     known)
+    if unknown:
+        what = "environment variable" if where == "environment" else f"{where} key"
+        raise ConfigurationError(
+            "; ".join(f"{what} {k} is not a setting{_did_you_mean(k)}" for k in unknown)
+            + f". Settings: {', '.join(sorted(known))} (README, Configuration)."
+        )
+
+
+def _explain(exc: ValidationError) -> str:
+    """One line per invalid setting, named as it is written (PCE_TOP_K, or the .env key)."""
+    lines = []
+    for error in exc.errors():
+        key = str(error["loc"][0]) if error["loc"] else "settings"
+        if error["type"] == "extra_forbidden":
+            as_env = key if key.upper().startswith(ENV_PREFIX) else ENV_PREFIX + key
+            lines.append(f"{key} (in .env or passed to Settings) is not a setting"
+                         f"{_did_you_mean(as_env)}")
+        else:
+            message = str(error["msg"]).removeprefix("Value error, ")
+            lines.append(f"{ENV_PREFIX}{key.upper()}: {message} (got {error.get('input')!r})")
+    return "invalid setting " + "; ".join(lines)

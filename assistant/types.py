@@ -38,8 +38,9 @@ Location = Literal["central", "peripheral"]
 FindingName = Literal[
     "symptomatic", "location", "hemodynamic_instability", "intracardiac_cement", "procedure"
 ]
-# Where a finding came from: free text of this question, a form/API field, or an earlier turn.
-Origin = Literal["text", "explicit", "history"]
+# Where a finding came from: free text of this question, a form/API field, an earlier turn, or a
+# coded resource of the patient's record (an EHR's FHIR Observation or Procedure).
+Origin = Literal["text", "explicit", "history", "ehr"]
 
 
 class Frozen(BaseModel):
@@ -48,15 +49,24 @@ class Frozen(BaseModel):
 
 # --- what a clinician, a form, an API client or an EHR sends -------------------------------------
 
+MAX_PROCEDURE_CHARS = 200
 _YES = frozenset({"yes", "true"})
 _NO = frozenset({"no", "false"})
 _UNKNOWN = frozenset({"unknown", ""})
 
 
+def _word(raw: object) -> str | None:
+    """The value as one lower-case word; only ASCII is folded, as the JSON schema says."""
+    if not isinstance(raw, str):
+        return None
+    word = raw.strip()
+    return word.lower() if word.isascii() else word
+
+
 def _yes_no(raw: object) -> bool | None:
     if raw is None or isinstance(raw, bool):
         return raw
-    word = raw.strip().lower() if isinstance(raw, str) else None
+    word = _word(raw)
     if word in _YES:
         return True
     if word in _NO:
@@ -69,7 +79,7 @@ def _yes_no(raw: object) -> bool | None:
 def _location(raw: object) -> str | None:
     if raw is None:
         return None
-    word = raw.strip().lower() if isinstance(raw, str) else None
+    word = _word(raw)
     if word in _UNKNOWN:
         return None
     if word in ("central", "peripheral"):
@@ -84,26 +94,53 @@ def _procedure(raw: object) -> str | None:
         raise ValueError(
             f"must be text such as 'vertebroplasty' or 'kyphoplasty', or null (got {raw!r})"
         )
+    if len(raw) > MAX_PROCEDURE_CHARS:
+        raise ValueError(f"must be at most {MAX_PROCEDURE_CHARS} characters (got {len(raw)})")
     text = raw.strip()
     return None if text.lower() in _UNKNOWN else text
+
+
+def _spelled(*words: str) -> dict[str, str]:
+    """A JSON-schema pattern for the words as the validators read them: any ASCII case, the
+    empty string (= unknown), surrounding white space. So the schema accepts exactly what the
+    validators accept, and a third-party tester finds no value one rejects and the other allows."""
+    cased = "|".join("".join(f"[{c.upper()}{c.lower()}]" for c in word) for word in words)
+    return {"type": "string", "pattern": rf"^\s*(?:{cased})?\s*$"}
 
 
 YesNo = Annotated[
     bool | None,
     BeforeValidator(_yes_no),
     WithJsonSchema(
-        {"anyOf": [{"type": "boolean"}, {"enum": ["yes", "no", "unknown"]}, {"type": "null"}]}
+        {
+            "anyOf": [
+                {"type": "boolean"},
+                {"type": "string", "enum": ["yes", "no", "unknown"]},
+                _spelled("yes", "no", "true", "false", "unknown"),
+                {"type": "null"},
+            ]
+        }
     ),
 ]
 LocationInput = Annotated[
     Location | None,
     BeforeValidator(_location),
-    WithJsonSchema({"anyOf": [{"enum": ["central", "peripheral", "unknown"]}, {"type": "null"}]}),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "enum": ["central", "peripheral", "unknown"]},
+                _spelled("central", "peripheral", "unknown"),
+                {"type": "null"},
+            ]
+        }
+    ),
 ]
 ProcedureInput = Annotated[
     str | None,
     BeforeValidator(_procedure),
-    WithJsonSchema({"anyOf": [{"type": "string", "maxLength": 200}, {"type": "null"}]}),
+    WithJsonSchema(
+        {"anyOf": [{"type": "string", "maxLength": MAX_PROCEDURE_CHARS}, {"type": "null"}]}
+    ),
 ]
 
 
@@ -259,6 +296,14 @@ class Evidence(Frozen):
     end: int | None = None
     turn: int | None = Field(default=None, description="Index of the earlier user turn, if any.")
     negated: bool = False
+    resource: str | None = Field(
+        default=None,
+        description="The FHIR resource it was read from ('DiagnosticReport/ct-1'), if any; the "
+        "offsets then refer to that resource's text.",
+    )
+    resource_date: str | None = Field(
+        default=None, description="When that resource's content applies (ISO 8601), if known."
+    )
 
 
 class Conflict(Frozen):
@@ -310,12 +355,37 @@ class TraceStep(Frozen):
     matched: bool
 
 
+class Certainty(Frozen):
+    """How certain the evidence behind a row or escalation is, and who judged it."""
+
+    level: Literal["very low", "low", "moderate", "high"]
+    basis: str = Field(min_length=1, description="Why this level (study designs, consistency).")
+    appraisal: Literal["tool", "source"] = Field(
+        description="'tool': this tool's appraisal; 'source': stated by the cited source."
+    )
+
+
+class DerivedInput(Frozen):
+    """A table input the rules table filled in from other findings, and why (shown in the basis)."""
+
+    id: str = Field(description="Id of the derivation in the rules table.")
+    input: FindingName
+    value: str = Field(description="The value it counts as ('yes').")
+    because: str = Field(description="The conditions that held ('hemodynamic_instability = yes').")
+    rationale: str
+    citations: tuple[Citation, ...]
+    evidence: tuple[Evidence, ...] = Field(
+        default=(), description="The spans behind those conditions, relabelled for this input."
+    )
+
+
 class Escalation(Frozen):
     id: EscalationId
     label: str
     actions: tuple[str, ...]
     rationale: str
     citations: tuple[Citation, ...]
+    certainty: Certainty | None = None
 
 
 class Recommendation(Frozen):
@@ -333,6 +403,10 @@ class Recommendation(Frozen):
         default_factory=dict, description="The table inputs as evaluated ('yes'/'no'/'unknown'...)."
     )
     trace: tuple[TraceStep, ...] = ()
+    derived: tuple[DerivedInput, ...] = Field(
+        default=(), description="Inputs filled in by the table's derivations (in the trace too)."
+    )
+    certainty: Certainty | None = None
 
 
 class Versions(Frozen):

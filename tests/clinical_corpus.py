@@ -14,8 +14,8 @@ from assistant.clinical.findings import resolve_findings
 from assistant.clinical.lexicon import Lexicon
 from assistant.clinical.rules import RuleTable, load_rules
 from assistant.knowledge.sources import load_knowledge
-from assistant.settings import REPO_ROOT
-from assistant.types import Findings
+from assistant.settings import default_knowledge_dir
+from assistant.types import Evidence, Findings
 
 CORPUS_DIR = Path(__file__).parent / "fixtures" / "corpus"
 FINDINGS = (
@@ -51,8 +51,20 @@ def load_cases() -> list[dict[str, Any]]:
 
 def load_real_rules() -> RuleTable:
     """The product's rules table (knowledge/rules.yaml), citations checked against the sources."""
-    knowledge = REPO_ROOT / "knowledge"
-    return load_rules(knowledge / "rules.yaml", load_knowledge(knowledge).sources)
+    knowledge = default_knowledge_dir()
+    return load_rules(knowledge / "rules.yaml", load_knowledge(knowledge).citations)
+
+
+def effective(findings: Findings, rules: RuleTable) -> tuple[dict[str, Any], list[Evidence]]:
+    """The findings as the table uses them: the extracted values, plus what the table derives
+    (instability stated, symptoms not stated -> symptomatic), with the spans behind each."""
+    values = {name: getattr(findings, name) for name in FINDINGS}
+    evidence: list[Evidence] = []
+    for derived in rules.recommend(findings).derived:
+        if values.get(derived.input) is None:
+            values[derived.input] = {"yes": True, "no": False}.get(derived.value, derived.value)
+            evidence += list(derived.evidence)
+    return values, evidence
 
 
 def shown_tier(findings: Findings, rules: RuleTable) -> str | None:

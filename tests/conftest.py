@@ -40,7 +40,9 @@ from assistant.retrieval.embeddings import (  # noqa: E402
     bundled_model_dir,
 )
 from assistant.retrieval.index import VectorIndex, ensure_index  # noqa: E402
-from assistant.settings import REPO_ROOT, Settings  # noqa: E402
+from assistant.settings import Settings  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SHARED_DIR = REPO_ROOT.parent / "shared"
@@ -62,7 +64,8 @@ def _is_loopback(host: Any) -> bool:
 
 @pytest.fixture(autouse=True)
 def _block_network(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Unit tests may talk to 127.0.0.1/localhost/::1 only; integration tests are unrestricted."""
+    """Unit tests may connect to and resolve 127.0.0.1/localhost/::1 only; integration tests are
+    unrestricted."""
     if request.node.get_closest_marker("integration") is not None:
         return
 
@@ -76,6 +79,7 @@ def _block_network(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
     real_connect = socket.socket.connect
     real_connect_ex = socket.socket.connect_ex
     real_create_connection = socket.create_connection
+    real_getaddrinfo = socket.getaddrinfo
 
     def connect(self: socket.socket, address: Any) -> None:
         guard(address)
@@ -89,9 +93,17 @@ def _block_network(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
         guard(address)  # before name resolution, so no DNS query leaves either
         return real_create_connection(address, *args, **kwargs)
 
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        # A DNS query leaves the machine even when no connection follows (e.g. httpx, urllib3).
+        name = host.decode() if isinstance(host, bytes) else host
+        if name is not None and not _is_loopback(name):
+            raise OSError(f"name resolution blocked in unit tests: {host!r} (mark 'integration')")
+        return real_getaddrinfo(host, *args, **kwargs)
+
     monkeypatch.setattr(socket.socket, "connect", connect)
     monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
     monkeypatch.setattr(socket, "create_connection", create_connection)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
 
 
 # --- settings and embedders ----------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sqlite3
 import uuid
 from collections.abc import Iterator
@@ -11,13 +12,15 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import pydantic
 import pytest
 from fastapi.testclient import TestClient
 
 from assistant import Assistant, Settings
 from assistant.errors import IndexUnavailableError
 from assistant.retrieval.embeddings import HashEmbedder
-from assistant.web.api import MAX_BODY_BYTES, create_app
+from assistant.types import ExplicitFindings
+from assistant.web.api import MAX_BODY_BYTES, ErrorBody, create_app
 
 ASK = "/api/v1/ask"
 QUESTION = "Asymptomatic peripheral cement emboli after kyphoplasty: anticoagulate?"
@@ -96,6 +99,17 @@ def test_recommend_returns_findings_recommendation_and_versions(client: TestClie
     assert body["findings"]["location"] == "central"
 
 
+def test_recommend_with_every_finding_unknown_asks_rather_than_refusing(
+    client: TestClient,
+) -> None:
+    for findings in ({}, {"symptomatic": "unknown", "location": None}):
+        response = client.post("/api/v1/recommend", json={"findings": findings})
+        assert response.status_code == 200, response.text
+        recommendation = response.json()["recommendation"]
+        assert recommendation["tier"] == "needs_information"
+        assert {m["finding"] for m in recommendation["missing"]} >= {"symptomatic", "location"}
+
+
 def test_sources_lists_every_source_with_section_ids(
     client: TestClient, assistant: Assistant
 ) -> None:
@@ -163,7 +177,6 @@ def test_openapi_lists_every_path(client: TestClient) -> None:
         (ASK, {"question": "PCE\u0000?"}, "control characters"),
         (ASK, {"question": "x" * 5000}, "the limit is 4,000"),
         (ASK, {"question": "PCE?", "history": [7]}, "history.0"),
-        ("/api/v1/recommend", {"findings": {}}, "findings is empty"),
         ("/api/v1/recommend", {"findings": {"location": "lobar"}}, "central, peripheral"),
         ("/api/v1/recommend", {"question": "PCE?"}, "findings: Field required"),
         ("/api/v1/feedback", {"answer_id": "a", "rating": "great"}, "rating: Input should be"),
@@ -300,3 +313,111 @@ def test_concurrent_requests_are_all_answered_and_all_audited(
     assert tiers[0] == "surveillance" and tiers[2] == "surgical_embolectomy"
     assert audit_rows(assistant, user) == 32
     assert assistant.audit is not None and assistant.audit.failures == 0
+
+
+# --- the contract: what OpenAPI says is what the server does -------------------------------------
+
+DOCUMENTED = {
+    "/healthz": {"GET"},
+    "/api/v1/ask": {"POST"},
+    "/api/v1/recommend": {"POST"},
+    "/api/v1/sources": {"GET"},
+    "/api/v1/feedback": {"POST"},
+    "/cds-services": {"GET"},
+    "/cds-services/pce-management": {"POST"},
+    "/cds-services/pce-management/feedback": {"POST"},
+}
+
+
+def test_every_operation_has_typed_responses_and_the_one_error_body(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    assert "HTTPValidationError" not in schemas and "ValidationError" not in schemas
+    assert set(schemas["ErrorBody"]["properties"]) == {"detail", "errors", "field"}
+    for path, methods in DOCUMENTED.items():
+        assert {m.upper() for m in spec["paths"][path]} == methods, path
+        for operation in spec["paths"][path].values():
+            responses = operation["responses"]
+            ok = responses["200"]["content"]["application/json"]["schema"]
+            assert "$ref" in ok, (path, ok)  # a named model, not an untyped object
+            for status in ("401", "413", "422", "500"):
+                error = responses[status]["content"]["application/json"]["schema"]
+                assert error == {"$ref": "#/components/schemas/ErrorBody"}, (path, status)
+
+
+def test_the_schema_carries_the_limits_the_server_enforces(
+    client: TestClient, assistant: Assistant
+) -> None:
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    question = schemas["AskRequest"]["properties"]["question"]
+    assert question["minLength"] == 1
+    assert question["maxLength"] == assistant.settings.max_question_chars
+    assert re.search(question["pattern"], "PCE after kyphoplasty?")
+    for refused in ("", "   \n", "PCE\x00?", "\x1b[31m", "\x85 \t"):
+        assert not re.search(question["pattern"], refused), refused
+    history = schemas["AskRequest"]["properties"]["history"]["anyOf"][0]
+    assert history["maxItems"] == assistant.settings.max_history_turns
+    recommend = schemas["RecommendRequest"]
+    assert recommend["required"] == ["findings"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["yes", " YES ", "No", "true", "FALSE", "unknown", "", "maybe", "y", "oui", "un\u212anown"],
+)
+def test_the_findings_schema_accepts_exactly_what_the_validator_accepts(value: str) -> None:
+    schema = ExplicitFindings.model_json_schema()["properties"]["symptomatic"]["anyOf"]
+    patterns = [s["pattern"] for s in schema if "pattern" in s]
+    in_schema = any(re.search(p, value) for p in patterns)
+    try:
+        ExplicitFindings.model_validate({"symptomatic": value})
+        accepted = True
+    except pydantic.ValidationError:
+        accepted = False
+    assert in_schema == accepted
+
+
+def test_every_error_body_matches_the_documented_schema(client: TestClient) -> None:
+    responses = [
+        client.post(ASK, json={}),  # FastAPI's validation error
+        client.post(ASK, json={"question": " "}),  # the assistant's InputError
+        client.post(ASK, content=b"{", headers={"content-type": "application/json"}),
+        client.request("TRACE", ASK),
+        client.get("/api/v1/nothing-here"),
+    ]
+    for response in responses:
+        assert response.status_code in {404, 405, 422}, response.text
+        ErrorBody.model_validate(response.json())
+        assert set(response.json()) <= {"detail", "errors", "field"}
+
+
+@pytest.mark.parametrize("method", ["TRACE", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])
+def test_an_undeclared_method_on_a_documented_path_gets_405_with_allow(
+    client: TestClient, method: str
+) -> None:
+    for path, allowed in DOCUMENTED.items():
+        if method in allowed:
+            continue
+        response = client.request(method, path)
+        assert response.status_code == 405, (method, path, response.status_code)
+        assert set(response.headers["allow"].split(", ")) == allowed
+
+
+def test_405_holds_with_the_web_ui_mounted_at_the_root(assistant: Assistant) -> None:
+    ui = pytest.importorskip("assistant.web.ui")
+    app = ui.mount_ui(create_app(assistant), assistant)
+    with TestClient(app, raise_server_exceptions=False) as mounted:
+        response = mounted.request("TRACE", "/api/v1/ask")
+        assert response.status_code == 405 and response.headers["allow"] == "POST"
+        assert mounted.get("/api/v1/nothing-here").status_code == 404
+
+
+def test_the_bearer_scheme_is_documented_only_when_a_token_is_required(
+    client: TestClient, secured: TestClient
+) -> None:
+    open_spec = client.get("/openapi.json").json()
+    secured_spec = secured.get("/openapi.json").json()
+    assert "securitySchemes" not in open_spec.get("components", {})
+    assert secured_spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    assert secured_spec["paths"]["/api/v1/ask"]["post"]["security"] == [{"HTTPBearer": []}]
+    assert "security" not in secured_spec["paths"]["/healthz"]["get"]

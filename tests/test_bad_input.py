@@ -1,8 +1,9 @@
 """Bad input through every surface — Python, HTTP and the chat UI — gets a message saying what to
 fix, never a crash; and afterwards the audit trail is whole and a normal question still works.
 
-Also the security basics: loopback by default, optional bearer token, no stack traces in error
-bodies, a request size limit.
+Also: the server binds to loopback by default. The bearer token, error bodies without stack
+traces and the request size limit are tested in tests/test_api.py; script in the chat UI in
+tests/test_ui.py.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from fastapi.testclient import TestClient
 
 from assistant import Answer, Assistant, InputError, Settings
 from assistant.retrieval.embeddings import HashEmbedder
-from assistant.web.api import MAX_BODY_BYTES, create_app
+from assistant.web import ui
+from assistant.web.api import create_app
 
 ASK = "/api/v1/ask"
 QUESTION = "Asymptomatic peripheral cement emboli after kyphoplasty: anticoagulate?"
@@ -67,7 +69,8 @@ BAD_INPUTS = [
     Bad("findings-unknown-name", QUESTION, "findings.anticoagulate is not a known finding",
         findings={"anticoagulate": "yes"}),
     Bad("history-over-the-turn-limit", QUESTION, "history has 51 user turns; the limit is 50",
-        history=[{"role": "user", "content": "cement emboli after PVP"}] * 51),
+        history=[{"role": "user", "content": "cement emboli after PVP"}] * 51,
+        http_says="history has 51 messages; the limit is 50"),  # HTTP's schema: maxItems
     Bad("history-message-over-the-length-limit", QUESTION, "longer than 4,000 characters",
         history=[{"role": "user", "content": "x" * 5000}]),
     Bad("history-not-messages", QUESTION, "history[0] must be a message object or text",
@@ -119,8 +122,7 @@ def client(assistant: Assistant) -> Iterator[TestClient]:
 
 
 @pytest.fixture(scope="module")
-def chat(assistant: Assistant) -> Any:
-    ui = pytest.importorskip("assistant.web.ui", reason="the chat UI module is not there yet")
+def chat(assistant: Assistant) -> ui.ChatUI:
     return ui.ChatUI(assistant)
 
 
@@ -291,17 +293,6 @@ def test_html_and_script_come_back_as_text_in_python_and_http(
     assert response.json()["question"] == HTML_QUESTION
 
 
-def test_html_and_script_are_escaped_in_the_ui(chat: Any) -> None:
-    updates = list(chat.respond(HTML_QUESTION, *UNKNOWN_PANEL, None))
-    everything = "\n".join(
-        shown_text(u[0]) + "\n" + "\n".join(x for x in u[1:] if isinstance(x, str))
-        for u in updates
-    )
-    for raw in ('<script>alert("pwned")', "<img src=x", "<b>Asymptomatic"):
-        assert raw not in everything  # never as markup; as escaped text, yes
-    assert "&lt;script&gt;" in shown_text(updates[-1][0])
-
-
 @pytest.mark.parametrize("question", INJECTIONS)
 def test_prompt_injection_leaves_the_tier_unchanged_everywhere(
     assistant: Assistant, client: TestClient, chat: Any, question: str
@@ -343,10 +334,6 @@ def test_after_every_bad_input_the_audit_trail_is_whole_and_a_normal_ask_works(
 # --- security basics -----------------------------------------------------------------------------
 
 
-def test_settings_bind_to_loopback_by_default() -> None:
-    assert Settings().host == "127.0.0.1"
-
-
 def test_serve_command_binds_to_loopback_by_default(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -364,31 +351,3 @@ def test_serve_command_binds_to_loopback_by_default(
     assert served["host"] == "127.0.0.1"
 
 
-def test_api_token_is_required_when_configured(data_dir: Path) -> None:
-    secured = Assistant.from_settings(
-        Settings(data_dir=data_dir, api_token="s3cret-token"), embedder=HashEmbedder()
-    )
-    with TestClient(create_app(secured), raise_server_exceptions=False) as api:
-        missing = post_json(api, {"question": QUESTION})
-        wrong = post_json(api, {"question": QUESTION}, authorization="Bearer guess")
-        right = post_json(api, {"question": QUESTION}, authorization="Bearer s3cret-token")
-    assert "bearer token" in assert_clean_error(missing, 401)
-    assert_clean_error(wrong, 401)
-    assert "s3cret-token" not in missing.text + wrong.text
-    assert right.status_code == 200
-
-
-def test_unexpected_error_body_has_no_stack_trace_or_path(
-    client: TestClient, assistant: Assistant, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def broken(*args: Any, **kwargs: Any) -> None:
-        raise RuntimeError('internal failure in File "/work/main/assistant/x.py", line 3')
-
-    monkeypatch.setattr(assistant, "ask", broken)
-    detail = assert_clean_error(post_json(client, {"question": QUESTION}), 500)
-    assert "reference" in detail and "internal failure" not in detail
-
-
-def test_body_over_the_size_limit_gets_413(client: TestClient) -> None:
-    body = {"question": "cement " * (MAX_BODY_BYTES // 7 + 10)}
-    assert "KB" in assert_clean_error(post_json(client, body), 413)

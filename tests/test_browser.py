@@ -2,19 +2,24 @@
 
 The server is the production app (``build_app``: HTTP API + Gradio UI) on 127.0.0.1:<free port>.
 Every request the page makes is recorded; none may leave loopback (the UI must work offline).
-Screenshots go to ``tests/artifacts/`` (git-ignored). Chromium comes from apt (``make browser``);
-Playwright never downloads a browser here.
+axe-core (the ``axe-playwright-python`` package, which bundles ``axe.min.js``: it is injected into
+the page, never fetched) checks accessibility on the empty page and after an answer. Screenshots
+and axe reports go to ``tests/artifacts/`` (git-ignored). Chromium comes from apt
+(``make browser``); Playwright never downloads a browser here.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import Any, Literal
+from urllib.parse import urlencode, urlsplit
 
 import pytest
+from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Dialog, Locator, Page, expect, sync_playwright
 from servers import serve_app as serve
 
@@ -40,20 +45,25 @@ VIGNETTE = (
     "72-year-old woman, 2 days after T12 kyphoplasty, no symptoms; CT shows small cement emboli "
     "in segmental branches of the right lower lobe. Does she need anticoagulation?"
 )
+UNSTABLE_INTRACARDIAC = (
+    "Hypotensive and short of breath after vertebroplasty; echo shows cement in the right "
+    "ventricle. What now?"
+)
 XSS = "<script>alert(1)</script>"
 ANSWER_TIMEOUT_MS = 90_000
+DESKTOP = {"width": 1440, "height": 1000}
+PHONE = {"width": 390, "height": 844}  # a common phone viewport in CSS pixels
+BLOCKING_IMPACTS = ("critical", "serious")
 
 
 # --- server --------------------------------------------------------------------------------------
-
-
 
 
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real assistant (bundled model, embedded Chroma built in a temp dir) behind the app."""
     if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing; install it with `make browser` (apt chromium)")
+        pytest.fail(f"{CHROMIUM} is missing; install it with `make browser` (apt chromium)")
     settings = Settings(data_dir=tmp_path_factory.mktemp("browser") / "data")
     assistant = Assistant.from_settings(settings)
     with serve(build_app(assistant=assistant)) as url:
@@ -96,33 +106,80 @@ class Browser:
         self.page.screenshot(path=str(path), full_page=full_page)
         return path
 
+    def axe(self, name: str) -> dict[str, list[str]]:
+        """Run axe-core on the page; save the report; violations by impact ('rule-id: n nodes').
+
+        First waits for Gradio to finish every pending event (its loading overlays fade the
+        components, which would be measured as low contrast).
+        """
+        self.page.wait_for_function(
+            "() => !document.querySelector('.pending, .generating, .translucent:not(.hide)')"
+        )
+        self.page.wait_for_timeout(300)  # the fade-out transition after the last event
+        results = Axe().run(self.page)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        violations = results.response["violations"]
+        (ARTIFACTS / f"axe-{name}.json").write_text(json.dumps(violations, indent=2))
+        by_impact: dict[str, list[str]] = {}
+        for v in violations:
+            by_impact.setdefault(v["impact"], []).append(f"{v['id']}: {len(v['nodes'])} node(s)")
+        return by_impact
+
+
+OpenPage = Callable[..., Browser]
+
 
 @pytest.fixture
-def browser(base_url: str) -> Iterator[Browser]:
+def open_page(base_url: str) -> Iterator[OpenPage]:
+    """A fresh Chromium context on the app: ``open_page(query, viewport, color_scheme)``."""
     with sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        context = chromium.new_context(viewport={"width": 1440, "height": 1000})
-        page = context.new_page()
-        session = Browser(page)
-        context.on("request", lambda request: session.requests.append(request.url))
-        page.on("websocket", lambda ws: session.requests.append(ws.url))
+        contexts: list[Any] = []
 
-        def on_dialog(dialog: Dialog) -> None:
-            session.dialogs.append(f"{dialog.type}: {dialog.message}")
-            dialog.dismiss()
+        def open_(
+            query: dict[str, str] | None = None,
+            viewport: dict[str, int] = DESKTOP,
+            color_scheme: Literal["light", "dark"] = "light",
+        ) -> Browser:
+            context = chromium.new_context(viewport=viewport, color_scheme=color_scheme)
+            contexts.append(context)
+            page = context.new_page()
+            session = Browser(page)
+            context.on("request", lambda request: session.requests.append(request.url))
+            page.on("websocket", lambda ws: session.requests.append(ws.url))
 
-        page.on("dialog", on_dialog)
-        page.goto(base_url)
-        expect(page.locator("#pce-question textarea")).to_be_visible(timeout=30_000)
+            def on_dialog(dialog: Dialog) -> None:
+                session.dialogs.append(f"{dialog.type}: {dialog.message}")
+                dialog.dismiss()
+
+            page.on("dialog", on_dialog)
+            page.goto(base_url + (f"?{urlencode(query)}" if query else ""))
+            expect(page.locator("#pce-question textarea")).to_be_visible(timeout=30_000)
+            return session
+
         try:
-            yield session
+            yield open_
         finally:
-            context.close()
+            for context in contexts:
+                context.close()
             chromium.close()
+
+
+@pytest.fixture
+def browser(open_page: OpenPage) -> Browser:
+    return open_page()
 
 
 def card(page: Page) -> Locator:
     return page.locator("#pce-card .pce-card")
+
+
+def blocking(violations: dict[str, list[str]]) -> dict[str, list[str]]:
+    return {k: v for k, v in violations.items() if k in BLOCKING_IMPACTS}
+
+
+def radio_value(page: Page, elem_id: str) -> str:
+    return str(page.locator(f"#{elem_id} input[type=radio]:checked").get_attribute("value"))
 
 
 # --- tests ---------------------------------------------------------------------------------------
@@ -180,3 +237,84 @@ def test_script_question_is_rendered_as_text_and_no_dialog_fires(browser: Browse
     assert browser.dialogs == []
     browser.screenshot("ui-browser-script.png")
     assert browser.outside_loopback() == [], "the page must not fetch anything off loopback"
+
+
+@pytest.mark.parametrize(
+    ("viewport", "scheme"),
+    [(DESKTOP, "light"), (PHONE, "light"), (DESKTOP, "dark")],
+    ids=["desktop", "phone", "desktop-dark-mode"],
+)
+def test_axe_finds_no_critical_or_serious_violation_empty_and_after_an_answer(
+    open_page: OpenPage, viewport: dict[str, int], scheme: Literal["light", "dark"]
+) -> None:
+    browser = open_page(viewport=viewport, color_scheme=scheme)
+    page = browser.page
+    width = f"{viewport['width']}{'-dark' if scheme == 'dark' else ''}"
+    empty = browser.axe(f"empty-{width}")
+    assert blocking(empty) == {}, empty
+
+    browser.ask(UNSTABLE_INTRACARDIAC)  # escalations, follow-up options, citations: the most markup
+    expect(card(page).locator(".pce-escalation").first).to_be_visible(timeout=ANSWER_TIMEOUT_MS)
+    citations = page.locator("#pce-chat details.pce-chat-citations summary").first
+    expect(citations).to_be_visible(timeout=ANSWER_TIMEOUT_MS)
+    citations.click()  # opened, so axe checks the cited passages and their links too
+    expect(page.locator("#pce-chat details.pce-chat-citations a").first).to_be_visible()
+    answered = browser.axe(f"answer-{width}")
+    browser.screenshot(f"ui-axe-answer-{width}.png")
+    assert blocking(answered) == {}, answered
+    assert browser.outside_loopback() == [], "axe is injected from the package, never fetched"
+
+
+def test_on_a_phone_the_tier_and_its_escalations_are_on_the_first_screen(
+    open_page: OpenPage,
+) -> None:
+    browser = open_page(viewport=PHONE)
+    page = browser.page
+    browser.ask(UNSTABLE_INTRACARDIAC)
+    tier = card(page).locator(".pce-tier-name")
+    expect(card(page).locator(".pce-escalation").first).to_be_visible(timeout=ANSWER_TIMEOUT_MS)
+    expect(tier).to_be_in_viewport()  # the page brings the card into view after the answer
+
+    page.evaluate("window.scrollTo(0, 0)")
+    browser.screenshot("ui-phone-answer.png", full_page=False)
+    escalations = card(page).locator(".pce-escalation")
+    assert escalations.count() == 2
+    boxes = [tier.bounding_box(), *(escalations.nth(i).bounding_box() for i in range(2))]
+    assert all(b is not None for b in boxes)
+    bottoms = [b["y"] + b["height"] for b in boxes if b]
+    assert max(bottoms) <= PHONE["height"], f"below the first screen: {bottoms}"
+    prose = page.locator("#pce-chat").get_by_test_id("bot").first.bounding_box()
+    card_box = card(page).bounding_box()
+    assert prose is not None and card_box is not None
+    assert card_box["y"] < prose["y"], "the card comes before the evidence prose"
+    browser.screenshot("ui-phone-answer-full.png")
+
+
+def test_link_with_findings_prefills_the_panel_and_the_question(open_page: OpenPage) -> None:
+    question = "Cement emboli after vertebroplasty: what is the next step?"
+    browser = open_page(
+        query={
+            "question": question,
+            "symptomatic": "yes",
+            "location": "central",
+            "hemodynamic_instability": "maybe",
+        }
+    )
+    page = browser.page
+    expect(card(page)).to_have_attribute("data-tier", "surgical_embolectomy", timeout=30_000)
+    expect(card(page)).to_contain_text("findings panel alone")
+    assert radio_value(page, "pce-symptomatic") == "yes"
+    assert radio_value(page, "pce-location") == "central"
+    assert radio_value(page, "pce-unstable") == "unknown"  # 'maybe' is not a value: left out
+    note = page.locator("#pce-prefill")
+    expect(note).to_contain_text("Ignored from the link")
+    expect(note).to_contain_text("hemodynamic_instability")
+    box = page.locator("#pce-question textarea")
+    expect(box).to_have_value(question)
+    browser.screenshot("ui-link-prefill.png", full_page=False)
+
+    box.press("Enter")
+    expect(card(page)).to_contain_text("the last question", timeout=ANSWER_TIMEOUT_MS)
+    expect(card(page)).to_have_attribute("data-tier", "surgical_embolectomy")
+    expect(page.locator("#pce-extracted")).to_contain_text("findings panel")
+    assert browser.outside_loopback() == []

@@ -1,22 +1,31 @@
-"""CDS Hooks 2.0: discovery, the pce-management service's cards, FHIR Observations, feedback."""
+"""CDS Hooks 2.0 through FastAPI's TestClient: discovery, cards, the link card, feedback.
+
+The FHIR record itself is read in test_fhir_intake.py; every fixture record goes through the live
+endpoint in test_cds_fixtures.py.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
-import uuid
+import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
+from fhirdata import LOINC, bundle, hook, procedure, report, vital
 
 from assistant import Assistant, Settings
 from assistant.retrieval.embeddings import HashEmbedder
 from assistant.web.api import create_app
-from assistant.web.cds import FINDING_SYSTEM, SERVICE_ID, findings_from_observations, make_card
+from assistant.web.cds import OVERRIDE_SYSTEM, SERVICE_ID, make_card
 
 SERVICE = f"/cds-services/{SERVICE_ID}"
 FEEDBACK = f"{SERVICE}/feedback"
+NOW = datetime(2026, 3, 14, 10, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -27,63 +36,54 @@ def assistant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Assistant]:
 
 @pytest.fixture(scope="module")
 def client(assistant: Assistant) -> Iterator[TestClient]:
-    with TestClient(create_app(assistant), raise_server_exceptions=False) as test_client:
+    app = create_app(assistant, clock=lambda: NOW)
+    with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
 
 
-def hook(context: dict[str, Any] | None = None, prefetch: Any = None) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "hook": "patient-view",
-        "hookInstance": str(uuid.uuid4()),
-        "context": {"userId": "Practitioner/123", "patientId": "1288992", **(context or {})},
-    }
-    if prefetch is not None:
-        body["prefetch"] = prefetch
-    return body
+def cards(client: TestClient, body: dict[str, Any]) -> list[dict[str, Any]]:
+    response = client.post(SERVICE, json=body)
+    assert response.status_code == 200, response.text
+    return list(response.json()["cards"])
 
 
 def card_for(client: TestClient, **findings: Any) -> dict[str, Any]:
-    response = client.post(SERVICE, json=hook({"findings": findings}))
-    assert response.status_code == 200, response.text
-    cards = response.json()["cards"]
-    assert len(cards) == 1
-    return dict(cards[0])
+    (card,) = cards(client, hook(findings=findings))
+    return card
 
 
-def observation(code: str, **value: Any) -> dict[str, Any]:
+def record(*reports: dict[str, Any], vitals: tuple[dict[str, Any], ...] = (),
+           procedures: tuple[dict[str, Any], ...] = ()) -> dict[str, Any]:
     return {
-        "resourceType": "Observation",
-        "status": "final",
-        "code": {"coding": [{"system": FINDING_SYSTEM, "code": code}]},
-        "subject": {"reference": "Patient/1288992"},
-        **value,
+        "reports": bundle(*reports),
+        "vitals": bundle(*vitals),
+        "procedures": bundle(*procedures),
     }
 
 
-def bundle(*resources: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "entry": [{"resource": r} for r in resources],
-    }
+ASYMPTOMATIC_SEGMENTAL = report(
+    "ct-1", "Asymptomatic. Cement emboli in segmental branches of the right lower lobe."
+)
 
 
 # --- discovery -----------------------------------------------------------------------------------
 
 
-def test_discovery_lists_the_service_per_cds_hooks_2(client: TestClient) -> None:
+def test_discovery_declares_the_prefetch_of_reports_vitals_and_procedures(
+    client: TestClient,
+) -> None:
     response = client.get("/cds-services")
     assert response.status_code == 200
-    services = response.json()["services"]
-    assert [s["id"] for s in services] == [SERVICE_ID]
-    service = services[0]
-    for required in ("hook", "id", "description"):
-        assert isinstance(service[required], str) and service[required]
-    assert service["hook"] == "patient-view"
-    assert service["title"]
+    (service,) = response.json()["services"]
+    assert (service["hook"], service["id"]) == ("patient-view", SERVICE_ID)
+    assert service["title"] and service["description"]
     prefetch = service["prefetch"]
-    assert isinstance(prefetch, dict) and prefetch
-    assert all(isinstance(v, str) and "{{context.patientId}}" in v for v in prefetch.values())
+    assert set(prefetch) == {"reports", "vitals", "procedures"}
+    assert prefetch["reports"].startswith("DiagnosticReport?patient={{context.patientId}}")
+    assert "category=http://loinc.org|LP29684-5" in prefetch["reports"]
+    assert prefetch["procedures"].startswith("Procedure?patient={{context.patientId}}")
+    for code in ("59408-5", "2708-6", "8867-4", "8480-6", "9279-1", "85353-1", "85354-9"):
+        assert f"{LOINC}|{code}" in prefetch["vitals"], code
 
 
 # --- cards ---------------------------------------------------------------------------------------
@@ -115,6 +115,7 @@ def test_card_indicator_follows_the_tier_and_escalations(
     card = card_for(client, **findings)
     assert card["indicator"] == indicator
     assert f"`{tier}`" in card["detail"]
+    assert card["source"]["topic"]["code"] == tier
 
 
 @pytest.mark.parametrize(
@@ -139,7 +140,7 @@ def test_every_card_summary_is_under_140_characters(
     assert card["indicator"] in {"info", "warning", "critical"}
 
 
-def test_card_has_source_with_doi_link_and_detail_with_actions_basis_and_sources(
+def test_card_has_cds_hooks_fields_actions_basis_sources_and_override_reasons(
     client: TestClient, assistant: Assistant
 ) -> None:
     card = card_for(client, symptomatic=False, location="peripheral")
@@ -150,23 +151,23 @@ def test_card_has_source_with_doi_link_and_detail_with_actions_basis_and_sources
     detail = card["detail"]
     for action in rec.actions:
         assert f"- {action}" in detail
-    assert "**Basis (findings used)**" in detail
-    assert "symptomatic = no (explicit" in detail and "location = peripheral" in detail
+    assert "**Basis: each finding and where it was read**" in detail
+    assert "- symptomatic = **no**: stated in context.findings" in detail
+    assert "- location = **peripheral**: stated in context.findings" in detail
     assert "**Sources**" in detail and "(https://doi.org/10.1007/s00586-009-1073-y)" in detail
     assert "**Caveats**" in detail
-    assert card["links"] and all(
-        link["type"] == "absolute" and link["url"].startswith("https://") for link in card["links"]
-    )
+    assert all(link["type"] == "absolute" for link in card["links"])
     assert {r["code"] for r in card["overrideReasons"]} >= {"clinical-judgement"}
+    assert "suggestions" not in card and "selectionBehavior" not in card
 
 
 def test_card_names_sources_without_url_or_year_plainly(assistant: Assistant) -> None:
     findings, rec, _ = assistant.recommend_from({"symptomatic": False, "location": "peripheral"})
     bare = tuple(c.model_copy(update={"url": None, "year": None}) for c in rec.citations)
     card = make_card(rec.model_copy(update={"citations": bare}), findings, "card-1")
-    assert f"- {bare[0].title} (n.d.) — {bare[0].section}" in card["detail"]
-    assert "(None)" not in card["detail"]
-    assert "url" not in card["source"] and card["links"] == []
+    assert f"- {bare[0].title} (n.d.) — {bare[0].section}" in card.detail
+    assert "(None)" not in card.detail
+    assert card.source.url is None and card.links == []
 
 
 def test_card_for_missing_findings_lists_what_each_answer_leads_to(client: TestClient) -> None:
@@ -176,63 +177,116 @@ def test_card_for_missing_findings_lists_what_each_answer_leads_to(client: TestC
     assert "if central:" in card["detail"] and "if peripheral:" in card["detail"]
 
 
-def test_fhir_observations_in_the_prefetch_bundle_are_read(client: TestClient) -> None:
-    prefetch = {
-        "observations": bundle(
-            observation("pce-symptomatic", valueBoolean=True),
-            observation(
-                "pce-location",
-                valueCodeableConcept={"coding": [{"system": FINDING_SYSTEM, "code": "central"}]},
-            ),
-            observation("8867-4", valueQuantity={"value": 88, "unit": "/min"}),  # ignored
-        )
+# --- the link card -------------------------------------------------------------------------------
+
+
+def test_link_card_opens_the_web_ui_with_the_findings_filled_in(client: TestClient) -> None:
+    card = card_for(client, symptomatic=True, location="central", intracardiac_cement=False)
+    ui = card["links"][0]
+    assert ui["type"] == "absolute" and "PCE Assistant" in ui["label"]
+    url = urlsplit(ui["url"])
+    assert (url.scheme, url.netloc, url.path) == ("http", "testserver", "/")
+    params = {k: v[0] for k, v in parse_qs(url.query).items()}
+    assert params == {
+        "question": params["question"],
+        "symptomatic": "yes",
+        "location": "central",
+        "hemodynamic_instability": "unknown",
+        "intracardiac_cement": "no",
     }
-    response = client.post(SERVICE, json=hook(prefetch=prefetch))
-    assert response.status_code == 200, response.text
-    (card,) = response.json()["cards"]
-    assert card["indicator"] == "critical"
-    assert "`surgical_embolectomy`" in card["detail"]
-    assert "symptomatic = yes" in card["detail"] and "location = central" in card["detail"]
+    assert "cement embolism" in params["question"]
 
 
-def test_context_findings_override_observations(client: TestClient) -> None:
-    prefetch = {"observations": bundle(observation("pce-symptomatic", valueBoolean=True))}
-    body = hook({"findings": {"symptomatic": False, "location": "peripheral"}}, prefetch)
-    (card,) = client.post(SERVICE, json=body).json()["cards"]
+def test_link_card_uses_the_public_url_setting(assistant: Assistant) -> None:
+    settings = assistant.settings.model_copy(update={"public_url": "https://pce.hospital.example/"})
+    parts = dataclasses.replace(assistant.components, settings=settings)
+    public = Assistant(parts, assistant.audit)
+    with TestClient(create_app(public, clock=lambda: NOW)) as api:
+        (card,) = cards(api, hook(findings={"symptomatic": "no", "location": "peripheral"}))
+    assert card["links"][0]["url"].startswith("https://pce.hospital.example/?question=")
+
+
+def test_link_card_asks_about_an_unclear_or_conflicting_location(client: TestClient) -> None:
+    lobar = report("ct-2", "Dyspnoea. Cement embolus in the right lower lobe pulmonary artery.")
+    (card,) = cards(client, hook(record(lobar, procedures=(procedure("p-2"),))))
+    params = parse_qs(urlsplit(card["links"][0]["url"]).query)
+    assert params["location"] == ["unknown"] and params["symptomatic"] == ["yes"]
+    assert "lobar" in params["question"][0]
+
+
+# --- the record and context.findings -------------------------------------------------------------
+
+
+def test_a_record_gives_a_card_traced_to_its_resources(client: TestClient) -> None:
+    body = hook(record(ASYMPTOMATIC_SEGMENTAL, procedures=(procedure("p-1"),)))
+    (card,) = cards(client, body)
     assert "`surveillance`" in card["detail"]
-
-
-def test_observations_entered_in_error_and_unknown_codes_are_ignored() -> None:
-    wrong = observation("pce-symptomatic", valueBoolean=True) | {"status": "entered-in-error"}
-    by_text = {
-        "resourceType": "Observation",
-        "status": "final",
-        "code": {"text": "Intracardiac cement"},
-        "valueString": "yes",
-    }
-    found = findings_from_observations(
-        bundle(wrong, by_text, {"resourceType": "Patient", "id": "1"})
+    assert card["summary"].startswith("PCE after vertebroplasty (day 3)")
+    traced = (
+        r"location = \*\*peripheral\*\*: “[^”]*segmental[^”]*” — "
+        r"DiagnosticReport/ct-1 · 2026-03-14 08:00 UTC"
     )
-    assert found == {"intracardiac_cement": "yes"}
-    assert findings_from_observations("not a bundle") == {}
-    assert findings_from_observations([observation("location", valueString="peripheral")]) == {
-        "location": "peripheral"
-    }
+    assert re.search(traced, card["detail"]), card["detail"]
+    assert "CPT 22511 — Procedure/p-1" in card["detail"]
+
+
+def test_context_findings_win_over_the_record(client: TestClient) -> None:
+    body = hook(record(ASYMPTOMATIC_SEGMENTAL), findings={"symptomatic": "yes"})
+    (card,) = cards(client, body)
+    assert "`anticoagulation`" in card["detail"]
+    assert "- symptomatic = **yes**: stated in context.findings" in card["detail"]
+    assert "“Asymptomatic”" not in card["detail"]
 
 
 @pytest.mark.parametrize(
     "body",
     [
         hook(),
-        hook({"findings": {}}),
-        hook(prefetch={"observations": bundle()}),
-        hook(prefetch={"observations": None}),
+        hook(findings={}),
+        hook(record()),
+        hook({"reports": None, "vitals": None, "procedures": None}),
+        # the procedure alone says nothing about PCE
+        hook(record(procedures=(procedure("p-3"),))),
+        # abnormal vitals without a procedure or imaging finding are not this service's business
+        hook(record(vitals=(vital("o-1", "59408-5", 85, "%"),))),
+    ],
+    ids=["empty", "no-findings", "empty-record", "null-prefetch", "procedure-only", "vitals-only"],
+)
+def test_nothing_about_pce_means_no_cards(client: TestClient, body: dict[str, Any]) -> None:
+    assert cards(client, body) == []
+
+
+@pytest.mark.parametrize(
+    "prefetch",
+    [
+        {"reports": "not a bundle", "vitals": 7, "procedures": []},
+        {"reports": {"resourceType": "Bundle", "entry": "x"}},
+        {"reports": {"resourceType": "Bundle", "entry": [1, None, {"resource": "x"}]}},
+        {"reports": bundle({"resourceType": "Patient", "id": "p"})},
+        {"reports": bundle({"resourceType": "DiagnosticReport", "id": "r", "status": 5})},
+        {"reports": bundle({"resourceType": "DiagnosticReport", "id": "r" * 100})},
+        {"vitals": bundle(vital("o-2", "59408-5", "88 %", "%"))},
+        {"vitals": bundle({"resourceType": "Observation", "valueQuantity": {"value": True}})},
+        {"procedures": bundle(procedure("p", when="yesterday"))},
+        {"unknown-key": {"deep": [[[[{}]]]]}},
     ],
 )
-def test_no_findings_means_no_cards(client: TestClient, body: dict[str, Any]) -> None:
-    response = client.post(SERVICE, json=body)
-    assert response.status_code == 200
-    assert response.json() == {"cards": []}
+def test_whatever_the_ehr_sends_the_request_never_errors(
+    client: TestClient, prefetch: dict[str, Any]
+) -> None:
+    body = hook(prefetch, findings={"symptomatic": "no", "location": "peripheral"})
+    (card,) = cards(client, body)
+    assert "`surveillance`" in card["detail"]
+
+
+def test_an_invalid_resource_is_named_on_the_card(client: TestClient) -> None:
+    bad = report("ct-bad", "Cement in the main pulmonary artery.")
+    del bad["code"]  # required in FHIR R4
+    body = hook(record(ASYMPTOMATIC_SEGMENTAL, bad, procedures=(procedure("p-4"),)))
+    (card,) = cards(client, body)
+    assert "`surveillance`" in card["detail"]
+    notes = card["detail"].split("**Data notes (skipped or missing)**")[1]
+    assert "DiagnosticReport/ct-bad is invalid FHIR R4" in notes
 
 
 @pytest.mark.parametrize(
@@ -240,8 +294,9 @@ def test_no_findings_means_no_cards(client: TestClient, body: dict[str, Any]) ->
     [
         ({"context": {}}, "hook: Field required"),
         ({"hook": "patient-view", "context": {}}, "hookInstance: Field required"),
-        (hook({"findings": "symptomatic"}), "context.findings must be an object"),
-        (hook({"findings": {"symptomatic": "perhaps"}}), "yes, no, unknown"),
+        (hook(findings="symptomatic"), "context.findings: Input should be a valid dictionary"),
+        (hook(findings={"symptomatic": "perhaps"}), "yes, no, unknown"),
+        (hook(fhirAuthorization={"token_type": "Bearer"}), "access_token: Field required"),
     ],
 )
 def test_bad_hook_request_gets_422(client: TestClient, body: dict[str, Any], says: str) -> None:
@@ -250,18 +305,22 @@ def test_bad_hook_request_gets_422(client: TestClient, body: dict[str, Any], say
     assert says in response.json()["detail"]
 
 
-def test_each_card_is_audited_with_its_uuid(client: TestClient, assistant: Assistant) -> None:
-    card = card_for(client, symptomatic=True, location="central")
+def test_each_card_is_audited_with_its_uuid_and_its_evidence(
+    client: TestClient, assistant: Assistant
+) -> None:
+    body = hook(record(ASYMPTOMATIC_SEGMENTAL, procedures=(procedure("p-5"),)))
+    (card,) = cards(client, body)
     assert assistant.audit is not None
     row = next(r for r in assistant.audit.rows("cds") if r["id"] == card["uuid"])
-    assert row["tier"] == "surgical_embolectomy" and row["surface"] == "cds"
+    assert row["tier"] == "surveillance" and row["surface"] == "cds"
     assert row["user"] == "Practitioner/123"
+    assert '"resource": "DiagnosticReport/ct-1"' in row["findings"]
 
 
 # --- feedback ------------------------------------------------------------------------------------
 
 
-def test_feedback_accepted_and_overridden_are_audited_against_the_card(
+def test_feedback_accepted_and_overridden_are_audited_with_the_reason(
     client: TestClient, assistant: Assistant
 ) -> None:
     accepted = card_for(client, symptomatic=False, location="peripheral")["uuid"]
@@ -274,7 +333,7 @@ def test_feedback_accepted_and_overridden_are_audited_against_the_card(
                 "outcome": "overridden",
                 "overrideReason": {
                     "reason": {
-                        "system": FINDING_SYSTEM + "/override",
+                        "system": OVERRIDE_SYSTEM,
                         "code": "clinical-judgement",
                         "display": "Different management by clinical judgement",
                     },
@@ -292,7 +351,7 @@ def test_feedback_accepted_and_overridden_are_audited_against_the_card(
     assert rows[accepted]["outcome"] == "accepted" and rows[accepted]["surface"] == "cds"
     assert rows[overridden]["outcome"] == "overridden"
     comment = rows[overridden]["comment"]
-    assert "Different management by clinical judgement" in comment
+    assert "clinical-judgement: Different management by clinical judgement" in comment
     assert "Cardiothoracic team advised anticoagulation first" in comment
 
 

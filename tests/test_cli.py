@@ -45,13 +45,15 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_ask_prints_narrative_citations_and_the_tier_card(
+def test_ask_prints_tier_summary_narrative_citations_and_the_tier_card(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     code, out, err = run(capsys, "ask", QUESTION, "--symptomatic", "no", "--location", "peripheral")
     assert code == 0, err
     lines = out.splitlines()
-    assert "[1]" in lines[0]  # the narrative comes first, with its markers
+    # The tier in one line first, then the narrative with its markers.
+    assert lines[0].startswith("Decision table: Clinical surveillance (no symptoms, peripheral")
+    assert lines[1] == "" and "[1]" in lines[2]
     assert any(line.startswith("[1] ") and "doi:10." in line for line in lines)
     assert "== Recommendation: clinical surveillance [surveillance]" in out
     assert "rule asymptomatic-peripheral" in out

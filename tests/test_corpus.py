@@ -16,6 +16,7 @@ from clinical_corpus import (
     ENTRY_KEYS,
     FINDINGS,
     KINDS,
+    effective,
     load_cases,
     load_real_rules,
     shown_tier,
@@ -87,10 +88,10 @@ def test_case_gives_expected_findings_spans_and_tier(
 ) -> None:
     text = case["text"]
     found = resolve_findings(text, lexicon)
-    got = {name: getattr(found, name) for name in FINDINGS}
+    got, derived = effective(found, rules)
     assert got == case["expect"]
     assert sorted({c.finding for c in found.conflicts}) == sorted(case.get("conflict") or [])
-    shown = all_evidence(found)
+    shown = [*all_evidence(found), *derived]
     for name, spans in (case.get("spans") or {}).items():
         finding = "location" if name == "unclear_location" else name
         reported = [(e.start, e.end) for e in shown if e.finding == finding and e.start is not None]

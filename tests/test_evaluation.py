@@ -46,7 +46,7 @@ from assistant.evals.runner import (
 )
 from assistant.knowledge.sources import load_knowledge
 from assistant.retrieval.embeddings import HashEmbedder
-from assistant.settings import REPO_ROOT, Settings
+from assistant.settings import Settings
 from assistant.types import (
     TIERS,
     Answer,
@@ -56,6 +56,8 @@ from assistant.types import (
     Recommendation,
     Versions,
 )
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 VERSIONS = Versions(app="9.9.9", knowledge="kn-abc123", rules="2099.1 (r-def456)",
                     model="fake-model (000000000000)", index="pce-test")
@@ -77,55 +79,39 @@ def case(**overrides: Any) -> dict[str, Any]:
 # --- case validation ---------------------------------------------------------------------------
 
 
-def test_load_cases_rejects_an_unknown_field_naming_file_and_line(tmp_path: Path) -> None:
-    write_set(tmp_path, "mgmt", case(), case(id="c2", expected_teir="surveillance"))
-    with pytest.raises(QuestionSetError) as err:
-        load_cases(tmp_path)
-    assert "mgmt.jsonl:2" in str(err.value)
-    assert "expected_teir" in str(err.value)
-
-
-def test_load_cases_rejects_an_unknown_tier(tmp_path: Path) -> None:
-    write_set(tmp_path, "mgmt", case(expected_tier="thrombolysis"))
-    with pytest.raises(QuestionSetError, match=r"mgmt.jsonl:1: expected_tier"):
-        load_cases(tmp_path)
-
-
-def test_load_cases_requires_expected_tier_to_be_stated(tmp_path: Path) -> None:
-    row = case()
-    del row["expected_tier"]
-    write_set(tmp_path, "mgmt", row)
-    with pytest.raises(QuestionSetError, match="expected_tier"):
-        load_cases(tmp_path)
-
-
-def test_load_cases_rejects_bad_json_and_bad_findings(tmp_path: Path) -> None:
-    write_set(tmp_path, "mgmt", "{not json", case(id="c2", findings={"location": "lobar"}), "[1]")
-    with pytest.raises(QuestionSetError) as err:
-        load_cases(tmp_path)
-    assert "mgmt.jsonl:1: not valid JSON" in str(err.value)
-    assert "mgmt.jsonl:2: findings.location" in str(err.value)
-    assert "mgmt.jsonl:3: a case must be a JSON object" in str(err.value)
-
-
-def test_load_cases_rejects_duplicate_ids_across_sets(tmp_path: Path) -> None:
-    write_set(tmp_path, "a", case())
+def test_load_cases_lists_every_problem_of_every_set_with_file_line_and_field(
+    tmp_path: Path,
+) -> None:
+    no_tier = case(id="c4")
+    del no_tier["expected_tier"]
     write_set(tmp_path, "b", case())
-    with pytest.raises(QuestionSetError, match="duplicate id 'c1'"):
+    write_set(
+        tmp_path, "mgmt",
+        "{not json",
+        case(id="c2", expected_teir="surveillance"),
+        case(id="c3", expected_tier="thrombolysis"),
+        no_tier,
+        case(id="c5", findings={"location": "lobar"}),
+        "[1]",
+        case(id="c7", must_abstain=True),
+        case(id="c8", expected_tier=None, expected_escalations=["hemodynamic_instability"]),
+        case(),
+    )
+    with pytest.raises(QuestionSetError) as err:
         load_cases(tmp_path)
-
-
-def test_a_case_that_must_abstain_cannot_expect_a_tier(tmp_path: Path) -> None:
-    write_set(tmp_path, "oos", case(must_abstain=True))
-    with pytest.raises(QuestionSetError, match="cannot expect a tier"):
-        load_cases(tmp_path)
-
-
-def test_escalations_without_a_tier_are_rejected(tmp_path: Path) -> None:
-    write_set(tmp_path, "k", case(expected_tier=None,
-                                  expected_escalations=["hemodynamic_instability"]))
-    with pytest.raises(QuestionSetError, match="need an expected_tier"):
-        load_cases(tmp_path)
+    assert [p.split(" (")[0].split(";")[0] for p in err.value.problems] == [
+        "mgmt.jsonl:1: not valid JSON",
+        "mgmt.jsonl:2: expected_teir: unknown field",
+        "mgmt.jsonl:3: expected_tier: unknown value 'thrombolysis'",
+        "mgmt.jsonl:4: expected_tier: required field is missing",
+        "mgmt.jsonl:5: findings.location: must be one of: central, peripheral, unknown",
+        "mgmt.jsonl:6: each line must be one JSON object",
+        "mgmt.jsonl:7: a case that must abstain cannot expect a tier or escalations",
+        "mgmt.jsonl:8: expected_escalations need an expected_tier",
+        "mgmt.jsonl:9: id: duplicate id 'c1'",
+    ]
+    assert "(did you mean 'expected_tier'?)" in err.value.problems[1]
+    assert err.value.problems[-1].endswith("(first in b.jsonl:1)")
 
 
 def test_load_cases_selects_sets_and_split_and_names_the_set(tmp_path: Path) -> None:

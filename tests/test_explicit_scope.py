@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from assistant import Assistant, Settings
 from assistant.clinical.scope import ScopeGuard, load_scope_terms
 from assistant.retrieval.embeddings import HashEmbedder
-from assistant.settings import REPO_ROOT
+from assistant.settings import default_knowledge_dir
 from assistant.web.api import create_app
 
 GENERIC = "What is the recommended management?"
@@ -31,7 +31,7 @@ def client(assistant: Assistant) -> Iterator[TestClient]:
 
 
 def test_scope_guard_accepts_any_wording_when_findings_are_given() -> None:
-    guard = ScopeGuard(load_scope_terms(REPO_ROOT / "knowledge" / "scope.yaml"), 0.35)
+    guard = ScopeGuard(load_scope_terms(default_knowledge_dir() / "scope.yaml"), 0.35)
     refused = guard.decide(GENERIC, similarity=0.0)
     assert refused.in_scope is False  # the same words alone are not about cement embolism
     accepted = guard.decide(GENERIC, similarity=0.0, explicit_findings=True)

@@ -25,11 +25,10 @@ from assistant import Answer, Assistant, Settings
 from assistant.audit import AuditLog
 from assistant.cli import main
 from assistant.errors import (
+    DataError,
     IndexError_,
     IndexUnavailableError,
-    KnowledgeError,
     ModelError,
-    RulesError,
 )
 from assistant.retrieval.embeddings import (
     WEIGHTS_FILE,
@@ -38,8 +37,10 @@ from assistant.retrieval.embeddings import (
     sha256_of,
 )
 from assistant.retrieval.index import open_client
-from assistant.settings import DEFAULT_MODEL_SHA256, REPO_ROOT
+from assistant.settings import DEFAULT_MODEL_SHA256
 from assistant.web.api import create_app
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 if TYPE_CHECKING:
     from conftest import ChromaServer
@@ -143,36 +144,23 @@ def test_chroma_server_killed_mid_run_falls_back_to_keywords_then_recovers_on_re
 # --- the embedded index: missing, stale, corrupt --------------------------------------------------
 
 
-def test_missing_index_is_built_by_from_settings(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path / "data")
-    assert not settings.chroma_path.exists()
+@pytest.mark.parametrize("state", ["never-built", "directory-deleted"])
+def test_missing_index_is_built_by_from_settings(
+    healthy_index: Path, tmp_path: Path, state: str
+) -> None:
+    if state == "never-built":
+        settings = Settings(data_dir=tmp_path / "data")
+        assert not settings.chroma_path.exists()
+    else:
+        settings = Settings(data_dir=copy_of(healthy_index, tmp_path))
+        shutil.rmtree(settings.chroma_path)
     assistant = Assistant.from_settings(settings, embedder=HashEmbedder())
     assert collections(settings) == [assistant.versions.index]
     assert dense_used(assistant.ask(QUESTION))
 
 
-def test_deleted_index_directory_is_rebuilt_by_from_settings(
-    healthy_index: Path, tmp_path: Path
-) -> None:
-    data_dir = copy_of(healthy_index, tmp_path)
-    shutil.rmtree(data_dir / "chroma")
-    assistant = Assistant.from_settings(Settings(data_dir=data_dir), embedder=HashEmbedder())
-    assert dense_used(assistant.ask(QUESTION))
-
-
-def test_changed_knowledge_file_gives_a_new_collection_and_removes_the_old(
-    knowledge_copy: Path, tmp_path: Path
-) -> None:
-    settings = Settings(knowledge_dir=knowledge_copy, data_dir=tmp_path / "data")
-    old = Assistant.from_settings(settings, embedder=HashEmbedder(), audit=False)
-    source = knowledge_copy / "sources" / "krueger-2009.md"
-    source.write_text(source.read_text(encoding="utf-8") + "\nA reviewed addition.\n",
-                      encoding="utf-8")
-    new = Assistant.from_settings(settings, embedder=HashEmbedder(), audit=False)
-    assert new.versions.index != old.versions.index
-    assert new.versions.knowledge != old.versions.knowledge
-    assert collections(settings) == [new.versions.index]
-    assert dense_used(new.ask(QUESTION))
+# A changed knowledge file or chunking gives a new collection: tests/test_contracts.py, for
+# the embedded index and the Chroma server.
 
 
 @pytest.mark.parametrize(
@@ -287,6 +275,7 @@ def test_missing_weights_are_refused_naming_the_file(tmp_path: Path) -> None:
     assert str(model_dir / WEIGHTS_FILE) in str(caught.value)
 
 
+@pytest.mark.integration  # sentence-transformers and torch try to load the model
 def test_model_directory_that_cannot_be_loaded_is_a_clear_error(tmp_path: Path) -> None:
     model_dir = tmp_path / "model"
     shutil.copytree(bundled_model_dir(), model_dir)
@@ -301,60 +290,38 @@ def test_model_directory_that_cannot_be_loaded_is_a_clear_error(tmp_path: Path) 
 
 
 @pytest.mark.parametrize(
-    ("edit", "field"),
-    [
-        (lambda t: t.replace('evidence_type: "systematic review"', "evidence_type: anecdote"),
-         "evidence_type"),
-        (lambda t: t.replace('doi: "10.1007/s00586-009-1073-y"', 'doi: "doi:10.1007/x"'), "doi"),
-        (lambda t: t.replace("year: 2009", "year: 2009\nreviewer: someone"), "reviewer"),
-        (lambda t: t.replace("---\n", "---\ntitle: [unclosed\n", 1), "front matter"),
-    ],
-    ids=["unknown-evidence-type", "malformed-doi", "unknown-field", "bad-yaml"],
-)
-def test_malformed_knowledge_source_fails_at_start_naming_file_and_field(
-    knowledge_copy: Path, tmp_path: Path, edit: Callable[[str], str], field: str
-) -> None:
-    path = knowledge_copy / "sources" / "krueger-2009.md"
-    original = path.read_text(encoding="utf-8")
-    broken = edit(original)
-    assert broken != original, "the edit did not apply to the fixture text"
-    path.write_text(broken, encoding="utf-8")
-    settings = Settings(knowledge_dir=knowledge_copy, data_dir=tmp_path / "data")
-    with pytest.raises(KnowledgeError) as caught:
-        Assistant.from_settings(settings, embedder=HashEmbedder())
-    assert caught.value.path == str(path)
-    assert field in caught.value.field
-    assert str(path) in str(caught.value)
-    assert not settings.chroma_path.exists(), "nothing is built from a broken knowledge base"
-
-
-@pytest.mark.parametrize(
     ("file", "edit", "says"),
     [
-        ("rules.yaml", lambda t: t.replace("hit_policy: unique", "hit_policy: unique\nextra: 1"),
-         "extra"),
+        ("sources/krueger-2009.md", lambda t: t.replace("year: 2009", "year: 2009\nreviewer: x"),
+         "reviewer: unknown field"),
         ("rules.yaml", lambda t: t.replace("tier: surveillance", "tier: observation", 1),
-         "observation"),
-        ("rules.yaml", lambda t: t + "\n  - [unclosed\n", "rules.yaml"),
-        ("lexicon.yaml", lambda t: t.replace("symptomatic:", "symptomatik:", 1), "symptomatik"),
-        ("scope.yaml", lambda t: t.replace("core:", "kore:", 1), "kore"),
+         "unknown value 'observation'"),
+        ("lexicon.yaml", lambda t: t.replace("symptomatic:", "symptomatik:", 1),
+         "symptomatik: unknown field"),
+        ("scope.yaml", lambda t: t.replace("core:", "kore:", 1), "kore: unknown field"),
+        ("disagreements.yaml",
+         lambda t: t.replace("{krueger-2009#incidence}", "{krueger-2009#incidense}"),
+         "'krueger-2009#incidense' does not resolve"),
     ],
-    ids=["rules-unknown-field", "rules-unknown-tier", "rules-bad-yaml", "lexicon-unknown-key",
-         "scope-unknown-key"],
+    ids=["source", "rules", "lexicon", "scope", "disagreements"],
 )
-def test_malformed_rules_lexicon_or_scope_fails_at_start_naming_the_file(
+def test_a_malformed_data_file_fails_at_start_naming_file_line_and_field(
     knowledge_copy: Path, tmp_path: Path, file: str, edit: Callable[[str], str], says: str
 ) -> None:
+    # Every way each file can be malformed is tested with its loader (test_rules, test_data,
+    # test_knowledge, test_findings); here: the assistant refuses to start and builds nothing.
     path = knowledge_copy / file
     original = path.read_text(encoding="utf-8")
     broken = edit(original)
     assert broken != original, "the edit did not apply to the fixture text"
     path.write_text(broken, encoding="utf-8")
     settings = Settings(knowledge_dir=knowledge_copy, data_dir=tmp_path / "data")
-    with pytest.raises(RulesError) as caught:
+    with pytest.raises(DataError) as caught:
         Assistant.from_settings(settings, embedder=HashEmbedder())
     assert Path(caught.value.path).resolve() == path.resolve()
-    assert says in str(caught.value)
+    assert says in str(caught.value) and str(path) in str(caught.value)
+    assert all(d.line for d in caught.value.details), caught.value.details
+    assert not settings.chroma_path.exists(), "nothing is built from a broken knowledge base"
 
 
 # --- the audit database ---------------------------------------------------------------------------

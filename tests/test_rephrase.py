@@ -21,7 +21,8 @@ from assistant import Answer, Assistant, Settings
 from assistant.answer.rephrase import Rephraser, load_tier_actions, markers, model_from_settings
 from assistant.errors import ConfigurationError, RulesError
 from assistant.retrieval.embeddings import HashEmbedder
-from assistant.settings import REPO_ROOT
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 QUESTION = "Asymptomatic peripheral cement emboli after kyphoplasty: anticoagulate?"
 REJECTED = "LLM re-phrasing rejected:"

@@ -1,29 +1,20 @@
-"""Passages, the fingerprinted index and the retrievers, with the hash fake and embedded Chroma."""
+"""Passages, index and retriever specifics, with the hash fake and embedded Chroma.
+
+What every retriever, embedder and index backend must do is in tests/test_contracts.py.
+"""
 
 from __future__ import annotations
 
-import re
 import shutil
 import socket
 from pathlib import Path
 
 import pytest
 
-from assistant.errors import (
-    ConfigurationError,
-    IndexError_,
-    IndexUnavailableError,
-    ModelError,
-)
+from assistant.errors import ConfigurationError
 from assistant.knowledge.corpus import Corpus, load_corpus
 from assistant.knowledge.passages import passages_from_sources
-from assistant.retrieval.embeddings import (
-    WEIGHTS_FILE,
-    HashEmbedder,
-    SentenceTransformerEmbedder,
-    sha256_of,
-    verify_weights,
-)
+from assistant.retrieval.embeddings import WEIGHTS_FILE, HashEmbedder, sha256_of, verify_weights
 from assistant.retrieval.index import IndexReport, VectorIndex, ensure_index, open_client
 from assistant.retrieval.retrievers import (
     BM25Retriever,
@@ -31,7 +22,7 @@ from assistant.retrieval.retrievers import (
     HybridRetriever,
     make_retriever,
 )
-from assistant.settings import DEFAULT_MODEL_SHA256, Settings
+from assistant.settings import Settings
 from assistant.types import Passage
 
 FIXTURE_KNOWLEDGE = Path(__file__).parent / "fixtures" / "knowledge" / "valid"
@@ -41,11 +32,6 @@ def build(settings: Settings, embedder: HashEmbedder) -> tuple[Corpus, VectorInd
     corpus = load_corpus(settings)
     index, report = ensure_index(settings, corpus.passages, embedder, corpus.fingerprint)
     return corpus, index, report
-
-
-def collection_names(settings: Settings) -> list[str]:
-    collections = open_client(settings).list_collections()
-    return sorted(c if isinstance(c, str) else c.name for c in collections)
 
 
 @pytest.fixture
@@ -85,17 +71,6 @@ def test_long_sections_split_into_numbered_pieces_with_stable_ids(settings: Sett
 # --- index lifecycle -----------------------------------------------------------------------------
 
 
-def test_ensure_index_builds_once_then_reports_up_to_date(
-    small_settings: Settings, hash_embedder: HashEmbedder
-) -> None:
-    _, _, first = build(small_settings, hash_embedder)
-    _, _, second = build(small_settings, hash_embedder)
-    assert first.built and first.passages == 4 and first.sources == 2
-    assert not second.built and second.collection == first.collection
-    assert second.summary().startswith("Up to date")
-    assert collection_names(small_settings) == [first.collection]
-
-
 def test_rebuild_flag_rebuilds_an_up_to_date_index(
     small_settings: Settings, hash_embedder: HashEmbedder
 ) -> None:
@@ -104,67 +79,6 @@ def test_rebuild_flag_rebuilds_an_up_to_date_index(
         small_settings, corpus.passages, hash_embedder, corpus.fingerprint, rebuild=True
     )
     assert report.built and report.collection == first.collection
-
-
-def test_changed_knowledge_file_gives_new_collection_and_removes_the_stale_one(
-    small_settings: Settings, hash_embedder: HashEmbedder
-) -> None:
-    _, _, old = build(small_settings, hash_embedder)
-    path = small_settings.knowledge_dir / "sources" / "alpha-2020.md"
-    path.write_text(path.read_text(encoding="utf-8") + "\nAn added sentence.\n", encoding="utf-8")
-    _, _, new = build(small_settings, hash_embedder)
-    assert new.built and new.collection != old.collection
-    assert new.removed_stale == [old.collection]
-    assert collection_names(small_settings) == [new.collection]
-
-
-def test_changed_chunk_size_gives_new_collection_and_removes_the_stale_one(
-    small_settings: Settings, hash_embedder: HashEmbedder
-) -> None:
-    _, _, old = build(small_settings, hash_embedder)
-    resized = small_settings.model_copy(update={"chunk_size": 600})
-    _, _, new = build(resized, hash_embedder)
-    assert new.built and new.collection != old.collection
-    assert new.removed_stale == [old.collection]
-    assert collection_names(resized) == [new.collection]
-
-
-def test_collection_marked_incomplete_is_rebuilt(
-    small_settings: Settings, hash_embedder: HashEmbedder
-) -> None:
-    _, index, first = build(small_settings, hash_embedder)
-    # What a build interrupted after its first batch leaves behind.
-    index.client.get_collection(first.collection).modify(metadata={"complete": False})
-    _, index, again = build(small_settings, hash_embedder)
-    assert again.built and again.collection == first.collection
-    assert index.is_complete(first.passages)
-
-
-def test_collection_missing_passages_is_rebuilt(
-    small_settings: Settings, hash_embedder: HashEmbedder
-) -> None:
-    corpus, index, first = build(small_settings, hash_embedder)
-    index.client.get_collection(first.collection).delete(ids=[corpus.passages[0].id])
-    assert not index.is_complete(first.passages)
-    _, index, again = build(small_settings, hash_embedder)
-    assert again.built and index.is_complete(first.passages)
-
-
-def test_dense_query_returns_cosine_similarity_of_the_matching_passage(
-    small_settings: Settings, hash_embedder: HashEmbedder
-) -> None:
-    corpus, index, _ = build(small_settings, hash_embedder)
-    target = corpus.passages[0]
-    hits = index.query(hash_embedder.embed_query(target.text), 2)
-    assert hits[0][0] == target.id
-    assert hits[0][1] == pytest.approx(1.0, abs=1e-4)
-
-
-def test_query_on_a_missing_collection_says_to_run_the_index_command(settings: Settings) -> None:
-    index = VectorIndex(open_client(settings), "pce-0000", "pce", str(settings.chroma_path))
-    with pytest.raises(IndexError_, match="pce-assistant index") as caught:
-        index.query([0.0] * 8, 3)
-    assert not isinstance(caught.value, IndexUnavailableError)
 
 
 # --- retrievers ----------------------------------------------------------------------------------
@@ -260,68 +174,32 @@ def test_make_retriever_needs_the_index_for_dense_modes(
 # --- Chroma server configuration -----------------------------------------------------------------
 
 
-def _closed_loopback_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def test_unreachable_chroma_url_raises_index_unavailable_naming_the_url(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hash_embedder: HashEmbedder
-) -> None:
-    url = f"http://127.0.0.1:{_closed_loopback_port()}"
-    monkeypatch.setenv("PCE_CHROMA_URL", url)
-    settings = Settings(data_dir=tmp_path / "data")
-    assert settings.chroma_url == url
-    with pytest.raises(IndexUnavailableError, match=re.escape(url)):
-        open_client(settings)
-    corpus = load_corpus(settings)
-    with pytest.raises(IndexUnavailableError, match=re.escape(url)):
-        ensure_index(settings, corpus.passages, hash_embedder, corpus.fingerprint)
-
-
 @pytest.mark.parametrize("url", ["127.0.0.1:8000", "ftp://127.0.0.1:8000", "http://"])
 def test_malformed_chroma_url_raises_configuration_error(tmp_path: Path, url: str) -> None:
     with pytest.raises(ConfigurationError, match="PCE_CHROMA_URL"):
         open_client(Settings(data_dir=tmp_path, chroma_url=url))
 
 
-def test_unit_tests_cannot_open_non_loopback_connections() -> None:
+def test_unit_tests_cannot_open_non_loopback_connections_or_resolve_names() -> None:
     with pytest.raises(OSError, match="blocked"):
         socket.create_connection(("192.0.2.1", 80), timeout=1)
     with socket.socket() as sock, pytest.raises(OSError, match="blocked"):
         sock.connect(("192.0.2.1", 80))
+    for host in ("huggingface.co", b"example.org", "192.0.2.1"):
+        with pytest.raises(OSError, match="name resolution blocked"):
+            socket.getaddrinfo(host, 443)
+    assert socket.getaddrinfo("127.0.0.1", 80)  # loopback still works (local servers in tests)
+    assert socket.getaddrinfo("localhost", 80)
 
 
 # --- model weights -------------------------------------------------------------------------------
 
 
-def _fake_model_dir(tmp_path: Path, content: bytes | None) -> Path:
+def test_weights_matching_the_expected_hash_pass_verification(tmp_path: Path) -> None:
+    # Altered and missing weights are refused end to end in tests/test_faults.py.
     model_dir = tmp_path / "model"
     model_dir.mkdir()
-    if content is not None:
-        (model_dir / WEIGHTS_FILE).write_bytes(content)
-    return model_dir
-
-
-def test_weights_with_a_different_hash_raise_model_error(tmp_path: Path) -> None:
-    model_dir = _fake_model_dir(tmp_path, b"not the real weights")
-    embedder = SentenceTransformerEmbedder(model_dir, DEFAULT_MODEL_SHA256, "fake")
-    with pytest.raises(ModelError, match="hash mismatch") as caught:
-        embedder.embed_query("anything")
-    assert DEFAULT_MODEL_SHA256 in str(caught.value)
-    assert sha256_of(model_dir / WEIGHTS_FILE) in str(caught.value)
-
-
-def test_missing_weights_file_raises_model_error(tmp_path: Path) -> None:
-    model_dir = _fake_model_dir(tmp_path, None)
-    embedder = SentenceTransformerEmbedder(model_dir, DEFAULT_MODEL_SHA256, "fake")
-    with pytest.raises(ModelError, match="not found"):
-        embedder.warm_up()
-
-
-def test_weights_matching_the_expected_hash_pass_verification(tmp_path: Path) -> None:
-    model_dir = _fake_model_dir(tmp_path, b"weights")
+    (model_dir / WEIGHTS_FILE).write_bytes(b"weights")
     expected = sha256_of(model_dir / WEIGHTS_FILE)
     verify_weights(model_dir, expected)
     verify_weights(model_dir, expected.upper())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import re
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import gradio as gr
@@ -16,8 +17,10 @@ import pytest
 from fastapi.testclient import TestClient
 from gradio_client import Client
 from servers import serve_app as serve
+from starlette.datastructures import QueryParams
 
 from assistant.assistant import DISCLAIMER, Assistant
+from assistant.present import md_text
 from assistant.retrieval.embeddings import HashEmbedder
 from assistant.settings import Settings
 from assistant.web import ui
@@ -25,7 +28,10 @@ from assistant.web.api import create_app
 from assistant.web.server import build_app
 
 UNSET = ("unknown", "unknown", "unknown", "unknown")
-SURVEILLANCE_VIGNETTE = ui.VIGNETTES[0]  # no symptoms, segmental branches
+SURVEILLANCE_VIGNETTE = (  # no symptoms, segmental branches
+    "72-year-old woman, 2 days after T12 kyphoplasty, no symptoms; CT shows small cement emboli "
+    "in segmental branches of the right lower lobe. Does she need anticoagulation?"
+)
 NEEDS_INFO_VIGNETTE = "Cement emboli seen on CT after kyphoplasty. How should we manage them?"
 OUT_OF_SCOPE = "How do I bake sourdough bread?"
 XSS = "<script>alert(1)</script>"
@@ -87,12 +93,20 @@ def test_chat_streams_narrative_with_markers_then_citations_and_card(chat: ui.Ch
     assert all(len(a) < len(b) for a, b in itertools.pairwise(narratives))
     messages, textbox, card, found, state, dropdown = outputs[-1]
     assert textbox == ""
-    assert messages[0] == {"role": "user", "content": ui.md_text(SURVEILLANCE_VIGNETTE)}
+    assert messages[0] == {"role": "user", "content": md_text(SURVEILLANCE_VIGNETTE)}
     narrative = messages[1]["content"]
     assert "[1]" in narrative
-    assert "Clinical surveillance" in narrative
+    # The answer opens with the one-line tier summary, before the evidence.
+    first_line, _, rest = narrative.partition("\n")
+    assert first_line.startswith("**Decision table: Clinical surveillance**")
+    assert "no symptoms, peripheral emboli" in first_line and "see the card" in first_line
+    assert "[1]" in rest and "[1]" not in first_line
+    assert all(n.startswith(first_line) for n in narratives), "the summary comes with the 1st words"
     citations = messages[2]
-    assert citations["metadata"]["title"].startswith("📚 Citations")
+    # A native <details> block: collapsible, and keyboard and screen-reader accessible.
+    head = '<details class="pce-chat-citations"><summary>📚 Citations'
+    assert citations["content"].startswith(head)
+    assert citations["content"].rstrip().endswith("</details>")
     assert "https://doi.org/" in citations["content"]
     assert "**[1]**" in citations["content"]
     answer = state.turns[-1].answer
@@ -184,7 +198,7 @@ def test_follow_up_questions_are_options_that_set_the_panel(chat: ui.ChatUI) -> 
     answer = state.turns[-1].answer
     follow = messages[-1]
     for question in answer.follow_up_questions:
-        assert ui.md_text(question) in follow["content"]
+        assert md_text(question) in follow["content"]
     values = {o["value"] for o in follow["options"]}
     expected = {"symptomatic=yes", "symptomatic=no", "location=central", "location=peripheral"}
     assert expected <= values
@@ -195,6 +209,57 @@ def test_follow_up_questions_are_options_that_set_the_panel(chat: ui.ChatUI) -> 
     assert ui.apply_option("nonsense=1", panel) == panel
     _, card, _, _, _ = chat.reevaluate(*panel, session)
     assert 'data-tier="surgical_embolectomy"' in card
+
+
+# --- prefill from the link's query (the CDS link card) --------------------------------------------
+
+
+def link(query: str) -> Any:
+    """A request as Gradio hands it to the page-load handler."""
+    return SimpleNamespace(query_params=QueryParams(query), username=None)
+
+
+def test_link_query_is_validated_finding_by_finding() -> None:
+    found = ui.prefill_from_query(
+        {
+            "symptomatic": ["yes"],
+            "location": ["lobar"],
+            "hemodynamic_instability": ["true"],
+            "intracardiac_cement": ["no", "yes"],
+            "question": ["  What now?  "],
+            "symptoms": ["no"],
+            "__theme": ["dark"],
+        }
+    )
+    assert found.panel == {"symptomatic": "yes", "hemodynamic_instability": "yes"}
+    assert found.question == "What now?"
+    ignored = dict(found.ignored)
+    assert set(ignored) == {"location", "intracardiac_cement", "symptoms"}
+    assert "central, peripheral, unknown" in ignored["location"]
+    assert "more than once" in ignored["intracardiac_cement"]
+
+
+def test_opening_a_link_sets_the_panel_question_and_card(chat: ui.ChatUI) -> None:
+    query = "symptomatic=yes&location=central&question=Cement+in+the+left+PA%3A+next+step%3F"
+    question, *radios, note, card, found = chat.prefill(link(query))
+    assert question == "Cement in the left PA: next step?"
+    assert radios == ["yes", "central", "unknown", "unknown"]
+    assert "Set from the link" in note and "message box" in note
+    assert 'data-tier="surgical_embolectomy"' in card and "findings panel alone" in card
+    assert "findings panel" in found
+
+
+def test_bad_link_values_are_left_out_with_a_note_never_an_error(chat: ui.ChatUI) -> None:
+    question, *radios, note, card, _ = chat.prefill(link("location=%3Cscript%3Ex&symptomatic=no"))
+    assert question == gr.skip()
+    assert radios == ["no", "unknown", "unknown", "unknown"]
+    assert "Ignored from the link" in note and "<script" not in note and "&lt;script&gt;" in note
+    assert 'data-tier="needs_information"' in card
+
+
+def test_a_link_without_our_parameters_changes_nothing(chat: ui.ChatUI) -> None:
+    assert chat.prefill(link("")) == (gr.skip(),) * 8
+    assert chat.prefill(None) == (gr.skip(),) * 8
 
 
 def test_select_option_handler_reads_the_event_value() -> None:
@@ -223,7 +288,7 @@ def test_script_question_is_shown_as_text_everywhere(chat: ui.ChatUI) -> None:
     rendered = text_of([o[:5] for o in outputs])
     assert "<script" not in rendered.lower()
     assert outputs[-1][0][0]["content"] == "&lt;script&gt;alert(1)&lt;/script&gt;"
-    exported = ui.conversation_markdown(session, chat.assistant.versions)
+    exported = ui.conversation_markdown(session, chat.assistant.versions, chat.text)
     assert "<script" not in exported.lower() and "&lt;script&gt;" in exported
 
 
@@ -254,56 +319,6 @@ def test_unexpected_error_shows_a_reference_not_a_traceback(
     content = messages[-1]["content"]
     assert "Internal error" in content and "reference" in content
     assert "secret" not in content and "Traceback" not in content
-
-
-def test_card_and_citations_escape_source_text(chat: ui.ChatUI) -> None:
-    session = ui.Session()
-    ask(chat, session, SURVEILLANCE_VIGNETTE)
-    answer = session.turns[-1].answer
-    assert answer is not None and answer.recommendation is not None
-    hostile = '<img src=x onerror="alert(1)"> ${alert(2)} {{x}}'
-    citation = answer.citations[0].model_copy(
-        update={
-            "title": hostile,
-            "snippet": "![x](http://evil.example/a.png)",
-            "doi": None,
-            "pmid": None,
-            "url": "javascript:alert(3)",
-        }
-    )
-    rec = answer.recommendation.model_copy(
-        update={"actions": (hostile,), "citations": (citation,), "rationale": hostile}
-    )
-    card = ui.card_html(rec, answer.findings, answer.versions)
-    assert "<img" not in card and "${" not in card and "{{" not in card
-    assert "&lt;img" in card and "javascript:" not in card
-    md = ui.citations_markdown([citation])
-    assert "<img" not in md and "](http://evil" not in md and "javascript:" not in md
-
-
-def test_citation_links_use_doi_and_pubmed() -> None:
-    from assistant.types import Citation
-
-    c = Citation(
-        n=1,
-        source_id="s",
-        title="T",
-        year=2020,
-        doi="10.1016/S0140-6736(20)30183-5",
-        pmid="123",
-        url="https://doi.org/10.1016/S0140-6736(20)30183-5",
-        passage_id="s#a",
-        section="A",
-        snippet="x",
-        evidence_type="cohort",
-    )
-    links = ui.citation_links(c)
-    assert links[0] == (
-        "doi:10.1016/S0140-6736(20)30183-5",
-        "https://doi.org/10.1016/S0140-6736%2820%2930183-5",
-    )
-    assert links[1] == ("PubMed 123", "https://pubmed.ncbi.nlm.nih.gov/123/")
-    assert len(links) == 3  # the source URL differs only by encoding; shown as given
 
 
 # --- feedback and export -------------------------------------------------------------------------
@@ -362,7 +377,7 @@ def test_markdown_export_contains_question_citations_tier_and_basis(chat: ui.Cha
     assert "Tier changed from `surveillance`" in text
     assert "https://doi.org/" in text and "[1]" in text
     assert answer.citations[0].title in text
-    assert "rule `asymptomatic-peripheral`" in text.lower() or "asymptomatic-peripheral" in text
+    assert "Rule `asymptomatic-peripheral`" in text
     assert "symptomatic = no" in text and "“no symptoms”" in text
     assert DISCLAIMER[:40] in text
     assert answer.versions.knowledge in text
@@ -398,6 +413,13 @@ def test_theme_uses_local_system_fonts_only() -> None:
     assert options["run_history"] is False
 
 
+def test_theme_has_one_light_palette_in_both_colour_schemes() -> None:
+    theme = ui.theme()
+    dark = [name for name in vars(theme) if name.endswith("_dark")]
+    assert dark
+    assert [n for n in dark if getattr(theme, n) != getattr(theme, n.removesuffix("_dark"))] == []
+
+
 def test_mount_ui_asks_for_login_when_credentials_are_set(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data", ui_user="clinician", ui_password="s3cret")
     assistant = Assistant.from_settings(settings, embedder=HashEmbedder(), audit=False)
@@ -421,6 +443,7 @@ def test_mount_ui_without_credentials_serves_the_page(assistant: Assistant) -> N
         assert client.get("/config").status_code == 200
 
 
+@pytest.mark.integration  # a live uvicorn server
 def test_gradio_client_chat_endpoint_over_loopback(assistant: Assistant) -> None:
     with serve(build_app(assistant=assistant)) as url:
         client = Client(url, verbose=False, download_files=False)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
-from assistant.data import load_yaml
+from assistant.data import Regex, load_model, suggest
 from assistant.errors import RulesError
 
 PLACEHOLDER_RE = re.compile(r"\{([a-z0-9-]+#[a-z0-9-]+)\}")
@@ -18,12 +18,25 @@ class Topic(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str
-    triggers: list[str]
+    triggers: list[Regex]
     note: str
 
     @property
     def section_ids(self) -> list[str]:
         return PLACEHOLDER_RE.findall(self.note)
+
+    @field_validator("note")
+    @classmethod
+    def _citations_resolve(cls, note: str, info: ValidationInfo) -> str:
+        known: Collection[str] = (info.context or {}).get("citations", ())
+        missing = [sid for sid in PLACEHOLDER_RE.findall(note) if sid not in known]
+        if missing:
+            raise ValueError("; ".join(
+                f"citation '{sid}' does not resolve to a knowledge section"
+                f"{suggest(sid, [k for k in known if k.startswith(sid.split('#')[0] + '#')])}"
+                for sid in missing
+            ))
+        return note
 
 
 class Disagreements(BaseModel):
@@ -38,24 +51,7 @@ class Disagreements(BaseModel):
         ]
 
 
-def load_disagreements(path: Path, known_sections: set[str]) -> Disagreements:
+def load_disagreements(path: Path, known_sections: Collection[str]) -> Disagreements:
     """Every placeholder must name an existing knowledge section; every trigger must compile."""
-    try:
-        data = Disagreements.model_validate(load_yaml(path.read_text(encoding="utf-8")))
-    except (OSError, yaml.YAMLError, ValidationError) as exc:
-        raise RulesError([str(exc)], path) from exc
-    problems: list[str] = []
-    for topic in data.topics:
-        for pattern in topic.triggers:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                problems.append(f"topic '{topic.id}': trigger {pattern!r} is not a regex: {exc}")
-        problems += [
-            f"topic '{topic.id}': citation '{sid}' does not resolve to a knowledge section"
-            for sid in topic.section_ids
-            if sid not in known_sections
-        ]
-    if problems:
-        raise RulesError(problems, path)
-    return data
+    return load_model(path, Disagreements, error=RulesError, what="disagreements",
+                      context={"citations": known_sections})

@@ -21,9 +21,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from assistant.data import Regex, load_model, report
 from assistant.errors import ConfigurationError, RulesError
 from assistant.types import TIERS, Citation, Passage, Recommendation, Tier
 
@@ -68,7 +68,7 @@ class TierAction(BaseModel):
     id: str
     label: str
     tiers: tuple[Tier, ...] = Field(description="The tiers this action belongs to.")
-    phrases: tuple[str, ...] = Field(min_length=1)
+    phrases: tuple[Regex, ...] = Field(min_length=1)
     negatable: bool = Field(
         default=False, description="A match after a negation in its clause does not count."
     )
@@ -79,6 +79,15 @@ class TierActions(BaseModel):
 
     version: int
     actions: tuple[TierAction, ...]
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> TierActions:
+        ids = [a.id for a in self.actions]
+        duplicates = [(("actions", i, "id"), f"duplicate id '{ident}'")
+                      for i, ident in enumerate(ids) if ident in ids[:i]]
+        if duplicates:
+            raise report(duplicates)
+        return self
 
 
 @dataclass(frozen=True)
@@ -102,30 +111,13 @@ class ActionPattern:
 @lru_cache(maxsize=8)
 def load_tier_actions(path: Path) -> tuple[ActionPattern, ...]:
     """Validate ``tier_actions.yaml`` and compile its phrases, plus each tier id as a word."""
-    try:
-        data = TierActions.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
-    except (OSError, yaml.YAMLError, ValidationError) as exc:
-        raise RulesError([str(exc)], path) from exc
-    problems: list[str] = []
-    patterns: list[ActionPattern] = []
-    seen: set[str] = set()
-    for action in data.actions:
-        if action.id in seen:
-            problems.append(f"action '{action.id}': duplicate id")
-        seen.add(action.id)
-        for phrase in action.phrases:
-            try:
-                regex = re.compile(phrase, re.IGNORECASE)
-            except re.error as exc:
-                problems.append(f"action '{action.id}': phrase {phrase!r} is not a regex: {exc}")
-                continue
-            patterns.append(
-                ActionPattern(
-                    regex, action.label, frozenset(action.tiers), negatable=action.negatable
-                )
-            )
-    if problems:
-        raise RulesError(problems, path)
+    data = load_model(path, TierActions, error=RulesError, what="tier actions")
+    patterns = [
+        ActionPattern(re.compile(phrase, re.IGNORECASE), action.label, frozenset(action.tiers),
+                      negatable=action.negatable)
+        for action in data.actions
+        for phrase in action.phrases
+    ]
     for tier in TIERS:
         # As an id ('surgical_embolectomy', 'Tier: anticoagulation', 'the surveillance tier'),
         # not as the plain word: 'anticoagulation' and 'surveillance' are ordinary English.
@@ -216,11 +208,11 @@ class Rephraser:
         *,
         timeout: float = DEFAULT_TIMEOUT_S,
     ) -> None:
-        from assistant.settings import REPO_ROOT
+        from assistant.settings import default_knowledge_dir
 
         self.model = model
         self.timeout = timeout
-        source = tier_actions or REPO_ROOT / "knowledge" / "tier_actions.yaml"
+        source = tier_actions or default_knowledge_dir() / "tier_actions.yaml"
         self.patterns = load_tier_actions(source) if isinstance(source, Path) else tuple(source)
         self.name = str(
             getattr(model, "model", None) or getattr(model, "model_name", None) or model._llm_type

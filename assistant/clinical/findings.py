@@ -273,7 +273,6 @@ def resolve_findings(
     if not _speaks_about(form, "location"):
         texts = [question, *reversed(_checked_history(history))]
         _keep_central(values, evidence, list(zip(texts, layers[1:], strict=True)), lexicon)
-    _instability_is_symptomatic(values, evidence, conflicts)
     return Findings(
         **values,
         evidence=tuple(evidence),
@@ -305,24 +304,6 @@ def _keep_central(
         values["unclear_location"] = None
         evidence += [e for e in layer.evidence if e.finding == "location"]
         return
-
-
-def _instability_is_symptomatic(
-    values: dict[str, Any], evidence: list[Evidence], conflicts: list[Conflict]
-) -> None:
-    """Shock, hypotension or arrest are themselves signs of PCE: hypotension, arrhythmia and
-    desaturation are reported as its presentation (wang-2012#symptoms-during-cement-injection).
-    So unstable + symptom status not stated counts as symptomatic, with the same evidence."""
-    if values.get("hemodynamic_instability") is not True or values.get("symptomatic") is not None:
-        return
-    if any(c.finding == "symptomatic" for c in conflicts):
-        return
-    values["symptomatic"] = True
-    evidence += [
-        e.model_copy(update={"finding": "symptomatic", "value": "yes"})
-        for e in evidence
-        if e.finding == "hemodynamic_instability" and e.value == "yes"
-    ]
 
 
 def _speaks_about(layer: Findings, name: FindingName) -> bool:

@@ -2,28 +2,34 @@
 
 Both are data (``knowledge/lexicon.yaml`` and ``knowledge/anatomy.yaml`` beside it); this module
 only validates them (pydantic) and compiles every pattern once. A malformed file fails with
-``RulesError`` naming the file and the key.
+``RulesError`` naming the file, line and key (``assistant.data``).
 """
 
 from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    model_validator,
+)
 
-from assistant.data import load_yaml
-from assistant.errors import RulesError
-from assistant.settings import REPO_ROOT
+from assistant.data import load_model
+from assistant.errors import Problem, RulesError
+from assistant.settings import default_knowledge_dir
 
 __all__ = ["DEFAULT_LEXICON_PATH", "Anatomy", "Lexicon", "NumericRule", "load_lexicon"]
 
-DEFAULT_LEXICON_PATH = REPO_ROOT / "knowledge" / "lexicon.yaml"
+DEFAULT_LEXICON_PATH = default_knowledge_dir() / "lexicon.yaml"
 ANATOMY_FILE = "anatomy.yaml"
 
 # Word boundary only on a side where the matched text is a word character: 'no' must not match
@@ -211,8 +217,19 @@ class Lexicon(_Strict):
     population: PopulationTerms
     time: TimeTerms
     context: ContextTerms
-    # Loaded from the sibling anatomy.yaml, not from lexicon.yaml.
+    # Loaded from the sibling anatomy.yaml (the validation context), not from lexicon.yaml.
     anatomy: Anatomy
+
+    @model_validator(mode="before")
+    @classmethod
+    def _with_anatomy(cls, data: Any, info: ValidationInfo) -> Any:
+        if isinstance(data, Mapping):
+            if "anatomy" in data:
+                raise ValueError("anatomy: the anatomy vocabulary lives in anatomy.yaml")
+            anatomy = (info.context or {}).get("anatomy")
+            if anatomy is not None:
+                return {**data, "anatomy": anatomy}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> Lexicon:
@@ -231,53 +248,22 @@ def load_lexicon(path: Path | str | None = None, anatomy_path: Path | str | None
     given); cached per pair of files and re-read when either changes."""
     resolved = Path(path or DEFAULT_LEXICON_PATH).resolve()
     anatomy = Path(anatomy_path or resolved.with_name(ANATOMY_FILE)).resolve()
-    return _load(resolved, _mtime(resolved, "lexicon"), anatomy, _mtime(anatomy, "anatomy"))
+    return _load(
+        resolved, _mtime(resolved, "lexicon"), anatomy, _mtime(anatomy, "anatomy vocabulary")
+    )
 
 
 def _mtime(path: Path, what: str) -> int:
     try:
         return path.stat().st_mtime_ns
     except OSError as exc:
-        raise RulesError([f"cannot read the {what} file: {exc.strerror}"], path) from exc
+        problem = Problem(path.name, f"cannot read the {what}: {exc.strerror}")
+        raise RulesError([problem], path) from exc
 
 
 @lru_cache(maxsize=8)
 def _load(path: Path, mtime_ns: int, anatomy_path: Path, anatomy_mtime_ns: int) -> Lexicon:
-    data = _read_mapping(path, "lexicon")
-    anatomy = _read_mapping(anatomy_path, "anatomy vocabulary")
-    try:
-        parsed_anatomy = Anatomy.model_validate(anatomy)
-    except ValidationError as exc:
-        raise RulesError(_problems(exc), anatomy_path) from exc
-    if "anatomy" in data:
-        raise RulesError(["anatomy: unknown key (the anatomy lives in anatomy.yaml)"], path)
-    try:
-        return Lexicon.model_validate({**data, "anatomy": parsed_anatomy})
-    except ValidationError as exc:
-        raise RulesError(_problems(exc), path) from exc
-
-
-def _read_mapping(path: Path, what: str) -> dict[str, object]:
-    # Kept simple so it can move to the shared data-file loader (assistant.data) unchanged.
-    try:
-        data = load_yaml(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise RulesError([f"cannot parse the {what}: {exc}"], path) from exc
-    if not isinstance(data, dict):
-        raise RulesError(["the top level must be a mapping of keys to terms"], path)
-    return data
-
-
-def _problems(exc: ValidationError) -> list[str]:
-    problems = []
-    for error in exc.errors():
-        key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"])
-        key = key.lstrip(".") or "(top level)"
-        if error["type"] == "missing":
-            message = "required key is missing"
-        elif error["type"] == "extra_forbidden":
-            message = "unknown key (not part of the lexicon schema; check the spelling)"
-        else:
-            message = error["msg"].removeprefix("Value error, ")
-        problems.append(f"{key}: {message}")
-    return problems
+    anatomy = load_model(anatomy_path, Anatomy, error=RulesError, what="anatomy vocabulary")
+    return load_model(
+        path, Lexicon, error=RulesError, context={"anatomy": anatomy}, what="lexicon"
+    )

@@ -11,10 +11,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from assistant.data import load_yaml
+from assistant.data import Regex, load_model
 from assistant.errors import RulesError
 
 
@@ -23,10 +22,10 @@ class ScopeTerms(BaseModel):
 
     version: int
     statement: str
-    core: list[str]
-    procedure: list[str]
-    context: list[str]
-    other_conditions: list[str]
+    core: list[Regex]
+    procedure: list[Regex]
+    context: list[Regex]
+    other_conditions: list[Regex]
 
 
 @dataclass(frozen=True)
@@ -79,12 +78,4 @@ class ScopeGuard:
 
 @lru_cache(maxsize=8)
 def load_scope_terms(path: Path) -> ScopeTerms:
-    try:
-        raw = load_yaml(path.read_text(encoding="utf-8"))
-        terms = ScopeTerms.model_validate(raw)
-        for group in ("core", "procedure", "context", "other_conditions"):
-            for pattern in getattr(terms, group):
-                re.compile(pattern)
-    except (OSError, yaml.YAMLError, ValidationError, re.error) as exc:
-        raise RulesError([str(exc)], path) from exc
-    return terms
+    return load_model(path, ScopeTerms, error=RulesError, what="scope terms")

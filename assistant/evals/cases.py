@@ -1,35 +1,30 @@
 """Question-set cases for the evaluation: the schema, loading and validation.
 
-One JSON object a line in ``evals/questions/*.jsonl``; a malformed file fails with its path,
-line and field (``QuestionSetError``).
+One JSON object a line in ``evals/questions/*.jsonl`` (shipped in the package); read through
+``assistant.data.load_jsonl``, so a malformed file fails with its file, line and field, and every
+problem in every set is listed (``QuestionSetError``).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from assistant.errors import AssistantError
-from assistant.settings import REPO_ROOT
+from assistant.data import load_jsonl
+from assistant.errors import DataError, Problem
+from assistant.settings import default_questions_dir
 from assistant.types import TIERS, EscalationId, ExplicitFindings, Source, Tier
 
-QUESTIONS_DIR = REPO_ROOT / "evals" / "questions"
+QUESTIONS_DIR = default_questions_dir()
 NONE = "none"  # tier label for "no recommendation" (also what an abstention yields)
 LABELS: tuple[str, ...] = (*TIERS, NONE)
 
 
-class QuestionSetError(AssistantError):
+class QuestionSetError(DataError):
     """A question set file is malformed; ``problems`` name the file, line and field."""
-
-    def __init__(self, problems: Sequence[str]) -> None:
-        self.problems = list(problems)
-        super().__init__(
-            f"{len(problems)} problem(s) in the question sets:\n  - " + "\n  - ".join(problems)
-        )
 
 
 # --- cases ---------------------------------------------------------------------------------------
@@ -78,47 +73,32 @@ def load_cases(
     directory: Path = QUESTIONS_DIR, sets: Sequence[str] | None = None, split: str = "all"
 ) -> list[EvalCase]:
     """Every case of the named sets (default: all), validated; errors name file and line."""
-    available = {p.stem: p for p in sorted(directory.glob("*.jsonl"))}
+    available = {p.stem: p for p in sorted(Path(directory).glob("*.jsonl"))}
     unknown = sorted(set(sets or ()) - set(available))
     if unknown or not available:
         raise QuestionSetError(
             [
                 f"no question set {name!r} in {directory} (available: {', '.join(available)})"
                 for name in unknown or ["*"]
-            ]
+            ],
+            directory,
         )
-    problems: list[str] = []
+    problems: list[Problem] = []
     cases: list[EvalCase] = []
     seen: dict[str, str] = {}
     for name, path in available.items():
         if sets and name not in sets:
             continue
-        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as exc:
-                problems.append(f"{where}: not valid JSON ({exc.msg})")
-                continue
-            if not isinstance(raw, dict):
-                problems.append(f"{where}: a case must be a JSON object")
-                continue
-            try:
-                case = EvalCase.model_validate({**raw, "set": name})
-            except ValidationError as exc:
-                problems += [
-                    f"{where}: {'.'.join(map(str, e['loc'])) or 'case'}: {e['msg']}"
-                    for e in exc.errors()
-                ]
-                continue
+        loaded, found = load_jsonl(path, EvalCase, extra={"set": name})
+        problems += found
+        for line, case in loaded:
             if case.id in seen:
-                problems.append(f"{where}: duplicate id {case.id!r} (first in {seen[case.id]})")
-            seen.setdefault(case.id, where)
+                problems.append(Problem(path.name, f"duplicate id {case.id!r} (first in "
+                                                   f"{seen[case.id]})", line, "id"))
+            seen.setdefault(case.id, f"{path.name}:{line}")
             cases.append(case)
     if problems:
-        raise QuestionSetError(problems)
+        raise QuestionSetError(problems, directory)
     return [c for c in cases if split == "all" or c.split == split]
 
 

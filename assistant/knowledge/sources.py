@@ -1,30 +1,35 @@
 """Load and validate the curated knowledge base (``knowledge/sources/*.md``).
 
 Each source is Markdown with YAML front matter; its body is ``##`` sections, each a retrieval
-passage. Any malformed file fails loading with its path and the field named, so a broken
-knowledge base never reaches a clinician.
+passage. Any malformed file fails loading with its path, line and field named (through
+``assistant.data``), so a broken knowledge base never reaches a clinician.
+
+What other data files cite is the id index ``KnowledgeBase.citations`` (id -> Citation). The
+claim files that will replace the Markdown (``knowledge/sources/*.yaml``) plug in here: a pydantic
+model per file read with ``assistant.data.load_model(path, Model, error=KnowledgeError)``, and
+their '<source id>#<claim id>' ids in the same index; the rules table needs no change.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from assistant.data import load_yaml
+from assistant.data import load_front_matter
 from assistant.errors import KnowledgeError
-from assistant.types import EvidenceType, Section, Source
+from assistant.types import Citation, EvidenceType, Section, Source
 
 DOI_RE = re.compile(r"^10\.\d{4,9}/\S+$")
 PMID_RE = re.compile(r"^\d{1,9}$")
 ID_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 HEADING_RE = re.compile(r"^##\s+(.+?)\s*$", re.MULTILINE)
+SNIPPET_CHARS = 240
 
 
 def slugify(text: str) -> str:
@@ -89,6 +94,11 @@ class KnowledgeBase:
     def all_sources(self) -> dict[str, Source]:
         return {**self.sources, **self.user_sources}
 
+    @property
+    def citations(self) -> dict[str, Citation]:
+        """The id index the rules table and other data files cite against (curated only)."""
+        return citation_index(self.sources)
+
     def section(self, section_id: str) -> tuple[Source, Section] | None:
         source_id = section_id.split("#", 1)[0]
         source = self.all_sources.get(source_id)
@@ -100,58 +110,40 @@ class KnowledgeBase:
         return None
 
 
-def split_front_matter(path: Path, text: str) -> tuple[dict[str, Any], str]:
-    if not text.startswith("---"):
-        raise KnowledgeError(path, "front matter", "the file must start with a '---' YAML block")
-    parts = text.split("\n---", 1)
-    if len(parts) != 2:
-        raise KnowledgeError(path, "front matter", "no closing '---' line")
-    try:
-        meta = load_yaml(parts[0].lstrip("-"))
-    except yaml.YAMLError as exc:
-        raise KnowledgeError(path, "front matter", f"invalid YAML: {exc}") from exc
-    if not isinstance(meta, dict):
-        raise KnowledgeError(path, "front matter", "must be a YAML mapping of fields")
-    body = parts[1].split("\n", 1)[1] if "\n" in parts[1] else ""
-    return meta, body
+def parse_sections(
+    path: Path, source_id: str, body: str, first_line: int = 1
+) -> tuple[Section, ...]:
+    """The '## ' sections of a body that starts at ``first_line`` of the file."""
 
+    def fail(field: str, problem: str, offset: int) -> KnowledgeError:
+        return KnowledgeError(path, field, problem, line=first_line + body.count("\n", 0, offset))
 
-def parse_sections(path: Path, source_id: str, body: str) -> tuple[Section, ...]:
     headings = list(HEADING_RE.finditer(body))
     if not headings:
-        raise KnowledgeError(path, "sections", "the body needs at least one '## ' section")
+        raise fail("sections", "the body needs at least one '## ' section", 0)
     if body[: headings[0].start()].strip():
-        raise KnowledgeError(path, "sections", "text before the first '## ' heading")
+        raise fail("sections", "text before the first '## ' heading", 0)
     sections: list[Section] = []
     seen: set[str] = set()
     for i, match in enumerate(headings):
         end = headings[i + 1].start() if i + 1 < len(headings) else len(body)
         heading = match.group(1).strip()
         text = body[match.end() : end].strip()
+        where = f"section '{heading}'"
         if not text:
-            raise KnowledgeError(path, f"section '{heading}'", "is empty")
+            raise fail(where, "is empty", match.start())
         if text.lstrip().startswith("#"):
-            raise KnowledgeError(path, f"section '{heading}'", "only '##' headings are allowed")
+            raise fail(where, "only '##' headings are allowed", match.start())
         section_id = f"{source_id}#{slugify(heading)}"
         if section_id in seen:
-            raise KnowledgeError(path, f"section '{heading}'", "duplicate heading in this file")
+            raise fail(where, "duplicate heading in this file", match.start())
         seen.add(section_id)
         sections.append(Section(id=section_id, heading=heading, text=text))
     return tuple(sections)
 
 
 def load_source(path: Path) -> Source:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise KnowledgeError(path, "file", "is not valid UTF-8") from exc
-    raw, body = split_front_matter(path, text)
-    try:
-        meta = SourceMeta.model_validate(raw)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "front matter"
-        raise KnowledgeError(path, where, err["msg"]) from exc
+    meta, body, body_line = load_front_matter(path, SourceMeta, error=KnowledgeError)
     return Source(
         id=meta.id,
         title=meta.title,
@@ -163,8 +155,40 @@ def load_source(path: Path) -> Source:
         evidence_type=meta.evidence_type,
         url=meta.url,
         facts=tuple(meta.facts),
-        sections=parse_sections(path, meta.id, body),
+        sections=parse_sections(path, meta.id, body, body_line),
     )
+
+
+def _snippet(text: str) -> str:
+    text = " ".join(text.split())
+    if len(text) <= SNIPPET_CHARS:
+        return text
+    cut = text.rfind(" ", 0, SNIPPET_CHARS)
+    return text[: cut if cut > 0 else SNIPPET_CHARS].rstrip(" ,;:") + "…"
+
+
+def citation_index(sources: Mapping[str, Source]) -> dict[str, Citation]:
+    """Every citable id ('<source id>#<section slug>') -> its citation, for data files to cite.
+
+    The rules table resolves its citations against this mapping and never reads sources itself,
+    so a knowledge base of claims ('<source id>#<claim id>') only has to provide its own index.
+    """
+    index: dict[str, Citation] = {}
+    for source in sources.values():
+        for section in source.sections:
+            index[section.id] = Citation(
+                source_id=source.id,
+                title=source.title,
+                year=source.year,
+                doi=source.doi,
+                pmid=source.pmid,
+                url=source.url,
+                passage_id=section.id,
+                section=section.heading,
+                snippet=_snippet(section.text),
+                evidence_type=source.evidence_type,
+            )
+    return index
 
 
 def content_fingerprint(paths: Iterable[Path], root: Path) -> str:
@@ -186,10 +210,15 @@ def load_knowledge(directory: Path) -> KnowledgeBase:
     if not paths:
         raise KnowledgeError(source_dir, "directory", "contains no .md source files")
     sources: dict[str, Source] = {}
+    files: dict[str, Path] = {}
     for path in paths:
         source = load_source(path)
         if source.id in sources:
-            raise KnowledgeError(path, "id", f"duplicate id '{source.id}' (also in another file)")
+            text = path.read_text(encoding="utf-8")
+            line = 1 + text.count("\n", 0, max(text.find("\nid:") + 1, 0))
+            raise KnowledgeError(path, "id", f"duplicate id '{source.id}' (also in "
+                                 f"{files[source.id].name})", line=line)
+        files[source.id] = path
         sources[source.id] = source
     return KnowledgeBase(
         directory=directory, sources=sources, fingerprint=content_fingerprint(paths, directory)

@@ -4,10 +4,15 @@
 the FastAPI app (login from ``ui_user``/``ui_password`` when both are set; never a share link).
 The handlers live on ``ChatUI`` as plain methods, so tests call them without a browser.
 
-Everything shown comes from ``Answer`` objects (never parsed prose). Text from sources and users is
-escaped before it reaches the page: ``esc`` for the HTML we build, ``md_text`` for the chat's
-Markdown (the Chatbot's own HTML sanitiser stays on as a second guard). The page loads nothing
-from the internet: system fonts only, no analytics, no share link, no run history.
+Everything shown is rendered by the presentation layer (``assistant.present``) from the same view
+model as every other face; this module only wires Gradio to it. Text from sources and users is
+escaped there (autoescaped HTML templates, one Markdown filter); the Chatbot's own HTML sanitiser
+stays on as a second guard. The page loads nothing from the internet: system fonts only, no
+analytics, no share link, no run history.
+
+Opening ``/?symptomatic=yes&location=central&question=...`` (the CDS link card) sets the findings
+panel and the message box from the query, validated by ``ExplicitFindings``; a bad value is left
+out with a note on the page, never an error page.
 """
 
 from __future__ import annotations
@@ -24,27 +29,13 @@ from typing import Any, Literal
 
 import gradio as gr
 from fastapi import FastAPI
+from pydantic import ValidationError
 
+from assistant import present
 from assistant.assistant import DISCLAIMER, Assistant
 from assistant.errors import AssistantError, InputError
-from assistant.present.render import (
-    PANEL_CHOICES,
-    PANEL_FIELDS,
-    _stream_chunks,
-    card_html,
-    citation_links,
-    citations_markdown,
-    empty_card,
-    esc,
-    findings_html,
-    follow_up_message,
-    md_link,
-    md_text,
-    narrative_markdown,
-    origin_text,
-    tier_name,
-)
-from assistant.types import Answer, Citation, Versions
+from assistant.present import PANEL_CHOICES, PANEL_FIELDS
+from assistant.types import Answer, ExplicitFindings, Versions
 
 log = logging.getLogger(__name__)
 
@@ -56,17 +47,14 @@ FEEDBACK_OUTCOMES: dict[str, str] = {
 }
 LIKE_OUTCOMES: dict[str, str] = {"Like": "helpful", "Dislike": "not_helpful"}
 MAX_COMMENT_CHARS = 4000
-VIGNETTES: tuple[str, ...] = (
-    "72-year-old woman, 2 days after T12 kyphoplasty, no symptoms; CT shows small cement emboli "
-    "in segmental branches of the right lower lobe. Does she need anticoagulation?",
-    "Incidental cement embolus in the right pulmonary artery on staging CT after vertebroplasty; "
-    "the patient is asymptomatic. Should we treat?",
-    "Dyspnoea and chest pain after L1 vertebroplasty; CT shows cement in the left main pulmonary "
-    "artery. What is the next step?",
-    "Hypotensive and short of breath after vertebroplasty; echo shows cement in the right "
-    "ventricle. What now?",
-    "Cement emboli seen on CT after kyphoplasty. How should we manage them?",
-    "How often does pulmonary cement embolism occur after vertebroplasty?",
+QUESTION_PARAM = "question"
+# Below this width the columns stack: the card goes first, and after an answer the page scrolls to
+# it, so the tier and its escalations are the first thing seen on a phone (see ui.css).
+NARROW_MAX_WIDTH_PX = 900
+SHOW_CARD_JS = (
+    f"() => {{ if (window.matchMedia('(max-width: {NARROW_MAX_WIDTH_PX}px)').matches) {{ "
+    "const card = document.getElementById('pce-card'); "
+    "if (card) { card.scrollIntoView({block: 'start'}); } } }"
 )
 
 
@@ -131,96 +119,107 @@ def apply_option(value: str, panel: Sequence[str]) -> tuple[str, ...]:
     return tuple(current[n] for n in PANEL_FIELDS)
 
 
+@dataclass(frozen=True)
+class Prefill:
+    """What a link's query sets: panel values (radio words), the question, and what was left out."""
+
+    panel: dict[str, str]
+    question: str | None
+    ignored: list[tuple[str, str]]
+
+
+def _radio_word(value: object) -> str:
+    return (
+        "unknown"
+        if value is None
+        else "yes"
+        if value is True
+        else "no"
+        if value is False
+        else str(value)
+    )
+
+
+def prefill_from_query(params: Mapping[str, Sequence[str]]) -> Prefill:
+    """Read the CDS link card's query: each finding validated by ``ExplicitFindings`` on its own.
+
+    A bad value, an unknown name or a name given twice with different values is left out and
+    named in ``ignored``; nothing here raises. Names starting with '__' belong to Gradio.
+    """
+    panel: dict[str, str] = {}
+    ignored: list[tuple[str, str]] = []
+    question: str | None = None
+    for name, values in params.items():
+        distinct = list(dict.fromkeys(values))
+        if name.startswith("__"):
+            continue
+        if len(distinct) != 1:
+            ignored.append((name, "given more than once with different values"))
+            continue
+        raw = distinct[0]
+        if name == QUESTION_PARAM:
+            question = raw.strip() or None
+            continue
+        if name not in PANEL_FIELDS:
+            ignored.append((name, f"not a findings-panel field (use {', '.join(PANEL_FIELDS)})"))
+            continue
+        try:
+            checked = ExplicitFindings.model_validate({name: raw})
+        except ValidationError as exc:
+            ignored.append((name, str(exc.errors()[0]["msg"]).removeprefix("Value error, ")))
+            continue
+        panel[name] = _radio_word(getattr(checked, name))
+    return Prefill(panel=panel, question=question, ignored=ignored)
+
+
+def _query(request: gr.Request | None) -> dict[str, list[str]]:
+    params = getattr(request, "query_params", None) if request is not None else None
+    if not params:
+        return {}
+    getlist = getattr(params, "getlist", None)
+    return {str(k): [str(v) for v in (getlist(k) if getlist else [params[k]])] for k in params}
+
+
 def _error_text(exc: Exception) -> str:
     if isinstance(exc, InputError):
-        return f"⚠️ **Please rephrase:** {md_text(exc)}"
+        return present.error_markdown("input", str(exc))
     if isinstance(exc, AssistantError):
-        return f"⚠️ **The assistant could not answer:** {md_text(exc)}"
+        return present.error_markdown("assistant", str(exc))
     ref = uuid.uuid4().hex[:8]
     log.exception("UI: unexpected error (ref %s)", ref)
-    return f"⚠️ **Internal error** (reference {ref}); the server log has the details. Try again."
+    return present.error_markdown("internal", ref=ref)
 
 
 # --- export --------------------------------------------------------------------------------------
 
 
-def _md_citation(c: Citation) -> str:
-    links = " · ".join(md_link(label, url) for label, url in citation_links(c))
-    return (
-        f"- [{c.n}] {md_text(c.title)} ({c.year or 'n.d.'}; {md_text(c.evidence_type)}) — "
-        f"§ {md_text(c.section)}" + (f" — {links}" if links else "")
-    )
-
-
 def conversation_markdown(
-    session: Session, versions: Versions, disclaimer: str = DISCLAIMER
+    session: Session,
+    versions: Versions,
+    text: present.Presentation,
+    disclaimer: str = DISCLAIMER,
+    convention: str = "",
 ) -> str:
     """The conversation as Markdown: each question, answer, citations and recommendation."""
-    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    out = [
-        "# PCE Assistant — conversation export",
-        "",
-        f"Exported {now}. App {versions.app}; rules {versions.rules}; "
-        f"knowledge {versions.knowledge}; model {versions.model}.",
-        "",
-        f"> {md_text(disclaimer)}",
-    ]
-    if not session.turns:
-        out += ["", "_No questions yet._"]
-    for i, turn in enumerate(session.turns, 1):
-        title = "Question" if turn.kind == "ask" else "Re-evaluation with the findings panel"
-        out += ["", f"## {i}. {title}", "", f"> {md_text(turn.question)}"]
-        if turn.panel:
-            shown = ", ".join(f"{k} = {v}" for k, v in turn.panel.items())
-            out += ["", f"Findings panel: {md_text(shown)}"]
-        if turn.error is not None or turn.answer is None:
-            out += ["", f"Error: {md_text(turn.error or 'no answer')}"]
-            continue
-        answer = turn.answer
-        out += ["", "### Answer", "", md_text(answer.text)]
-        if answer.citations:
-            out += ["", "### Citations", "", *(_md_citation(c) for c in answer.citations)]
-        rec = answer.recommendation
-        if rec is None:
-            out += [
-                "",
-                "_No recommendation card: "
-                + ("outside scope._" if not answer.in_scope else "no management question._"),
-            ]
-            continue
-        out += [
-            "",
-            f"### Recommendation: {md_text(tier_name(rec))} (tier `{rec.tier}`)",
-            "",
-            f"Rule `{rec.rule_id}`, rules version {rec.rules_version}; "
-            f"knowledge {answer.versions.knowledge}. Answer id `{answer.id}`.",
-        ]
-        if turn.previous_tier and turn.previous_tier != rec.tier:
-            out.append(f"Tier changed from `{turn.previous_tier}`.")
-        out += ["", "Actions:", *(f"- {md_text(a)}" for a in rec.actions)]
-        for e in rec.escalations:
-            out += ["", f"**Escalation: {md_text(e.label)}**"]
-            out += [f"- {md_text(a)}" for a in e.actions]
-            out += ["", "Escalation sources:", *(_md_citation(c) for c in e.citations)]
-        if rec.caveats:
-            out += ["", "Caveats:", *(f"- {md_text(c)}" for c in rec.caveats)]
-        out += ["", "Basis (table inputs):"]
-        for name, value in rec.inputs.items():
-            spans = "; ".join(
-                f"“{md_text(e.text)}” ({origin_text(e.origin, e.turn)})"
-                for e in answer.findings.evidence
-                if e.finding == name
+    turns = [
+        present.TurnView(
+            kind=turn.kind,
+            question=turn.question,
+            panel=", ".join(f"{k} = {v}" for k, v in turn.panel.items()),
+            error=turn.error,
+            answer=present.answer_view(
+                turn.answer,
+                text,
+                convention=convention,
+                previous_tier=turn.previous_tier,
+                reevaluated=turn.kind == "reevaluate",
             )
-            out.append(f"- {name} = {value}" + (f" — {spans}" if spans else ""))
-        if rec.missing:
-            out += ["", "Findings missing:"]
-            for m in rec.missing:
-                out.append(f"- {m.finding}: {md_text(m.question)}")
-                out += [f"  - {md_text(v)} → {md_text(o)}" for v, o in m.outcomes.items()]
-        if rec.citations:
-            out += ["", "Sources for this recommendation:"]
-            out += [_md_citation(c) for c in rec.citations]
-    return "\n".join(out) + "\n"
+            if turn.answer is not None and turn.error is None
+            else None,
+        )
+        for turn in session.turns
+    ]
+    return present.export_markdown(turns, versions, disclaimer)
 
 
 # --- handlers ------------------------------------------------------------------------------------
@@ -236,6 +235,18 @@ class ChatUI:
     def __init__(self, assistant: Assistant) -> None:
         self.assistant = assistant
         self.convention = assistant.location_convention
+        self.text = present.presentation_for(assistant.settings.knowledge_dir)
+
+    def view(
+        self, answer: Answer, *, reevaluated: bool = False, previous_tier: str | None = None
+    ) -> present.AnswerView:
+        return present.answer_view(
+            answer,
+            self.text,
+            convention=self.convention,
+            reevaluated=reevaluated,
+            previous_tier=previous_tier,
+        )
 
     # the answer the feedback form points at: (label, answer id), newest first
     @staticmethod
@@ -255,27 +266,6 @@ class ChatUI:
         choices = self.answer_choices(session)
         return gr.update(choices=choices, value=choices[0][1] if choices else None)
 
-    def _card(
-        self, answer: Answer, *, reevaluated: bool = False, previous_tier: str | None = None
-    ) -> str:
-        if not answer.in_scope:
-            return empty_card(
-                "No recommendation: the last question is outside what PCE Assistant covers."
-            )
-        if answer.recommendation is None:
-            return empty_card(
-                "No recommendation card for this question (it asks no management question and "
-                "states no clinical finding). Describe the patient, or set the findings panel."
-            )
-        return card_html(
-            answer.recommendation,
-            answer.findings,
-            answer.versions,
-            convention=self.convention,
-            reevaluated=reevaluated,
-            previous_tier=previous_tier,
-        )
-
     def respond(
         self,
         message: str,
@@ -286,7 +276,7 @@ class ChatUI:
         session: Session | None,
         request: gr.Request | None = None,
     ) -> Iterator[tuple[Any, ...]]:
-        """Ask; stream the narrative; then citations, follow-ups, card and extracted findings.
+        """Ask; stream the answer (tier summary first); then citations, follow-ups and the card.
 
         Yields (chat messages, textbox, card html, findings html, session, feedback dropdown).
         """
@@ -295,7 +285,7 @@ class ChatUI:
         question = message if isinstance(message, str) else ""
         history = session.user_questions()[-self.assistant.settings.max_history_turns :]
         messages = session.messages
-        messages.append({"role": "user", "content": md_text(question) or "*(empty)*"})
+        messages.append({"role": "user", "content": present.user_markdown(question)})
         unchanged = gr.skip()
         yield list(messages), "", unchanged, unchanged, session, unchanged
 
@@ -323,31 +313,22 @@ class ChatUI:
             )
             return
         turn.answer = answer
-        card = self._card(answer)
-        found = findings_html(answer.findings)
+        view = self.view(answer)
+        card = present.answer_card_html(view)
+        found = present.findings_html(view.findings)
 
-        final = narrative_markdown(answer)
         messages.append({"role": "assistant", "content": ""})
         session.message_answer[len(messages) - 1] = answer.id
-        panels: tuple[Any, Any] = (card, found)
-        for partial in _stream_chunks(md_text(answer.text)):
-            messages[-1] = {"role": "assistant", "content": partial + " …"}
+        panels: tuple[Any, Any] = (card, found)  # the card arrives with the first words
+        for partial in present.chat_stream(view):
+            messages[-1] = {"role": "assistant", "content": partial}
             yield list(messages), "", *panels, session, unchanged
             panels = (unchanged, unchanged)  # sent once; after that only the narrative grows
-        messages[-1] = {"role": "assistant", "content": final}
-        if answer.in_scope and answer.citations:
-            messages.append(
-                {
-                    "role": "assistant",
-                    "content": citations_markdown(answer.citations),
-                    "metadata": {
-                        "title": f"📚 Citations ({len(answer.citations)})",
-                        "status": "done",
-                    },
-                }
-            )
+        messages[-1] = {"role": "assistant", "content": present.chat_markdown(view)}
+        if view.in_scope and view.citations:
+            messages.append({"role": "assistant", "content": present.citations_markdown(view)})
             session.message_answer[len(messages) - 1] = answer.id
-        follow = follow_up_message(answer) if answer.in_scope else None
+        follow = present.follow_up_message(view)
         if follow is not None:
             messages.append(follow)
             session.message_answer[len(messages) - 1] = answer.id
@@ -401,59 +382,72 @@ class ChatUI:
             previous_tier=previous_tier,
         )
         session.turns.append(turn)
-        shown = ", ".join(f"{k} = {v}" for k, v in (explicit or {}).items()) or "nothing set"
-        rec = answer.recommendation
-        if rec is None:
-            outcome = "no recommendation card" + ("" if answer.in_scope else " (outside scope)")
-        else:
-            outcome = f"**{md_text(tier_name(rec))}** (`{rec.tier}`, rule `{rec.rule_id}`)"
-            if previous_tier and previous_tier != rec.tier:
-                outcome += f", was `{previous_tier}`"
-            elif previous_tier:
-                outcome += ", tier unchanged"
+        view = self.view(answer, reevaluated=True, previous_tier=previous_tier)
         session.messages.append(
-            {
-                "role": "assistant",
-                "content": f"↻ Re-evaluated the last question with the findings panel "
-                f"({md_text(shown)}): {outcome}.",
-            }
+            {"role": "assistant", "content": present.reevaluation_markdown(explicit or {}, view)}
         )
         session.message_answer[len(session.messages) - 1] = answer.id
-        follow = follow_up_message(answer) if answer.in_scope else None
+        follow = present.follow_up_message(view)
         if follow is not None:
             session.messages.append(follow)
             session.message_answer[len(session.messages) - 1] = answer.id
         return (
             list(session.messages),
-            self._card(answer, reevaluated=True, previous_tier=previous_tier),
-            findings_html(answer.findings),
+            present.answer_card_html(view),
+            present.findings_html(view.findings),
             session,
             self._answer_dropdown(session),
+        )
+
+    def panel_card(self, explicit: dict[str, str] | None, user: str | None) -> tuple[str, str]:
+        """(card html, findings html) from the structured findings alone (no retrieval)."""
+        if not explicit:
+            return present.empty_card_html(), present.findings_html(None)
+        findings, rec, _ = self.assistant.recommend_from(explicit, user=user, surface="ui")
+        card = present.card_view(
+            rec,
+            findings,
+            self.text,
+            versions=self.assistant.versions,
+            convention=self.convention,
+            source="panel",
+        )
+        return present.card_html(card), present.findings_html(
+            present.findings_view(findings, self.text)
         )
 
     def _panel_only(
         self, explicit: dict[str, str] | None, session: Session, user: str | None
     ) -> tuple[Any, ...]:
         """No question yet: the card from the structured findings alone (no retrieval)."""
-        if not explicit:
-            return (
-                list(session.messages),
-                empty_card("No recommendation yet. Ask a question, or set the findings panel."),
-                findings_html(None),
-                session,
-                self._answer_dropdown(session),
-            )
-        findings, rec, _ = self.assistant.recommend_from(explicit, user=user, surface="ui")
-        card = card_html(
-            rec, findings, self.assistant.versions, convention=self.convention, source="panel"
+        card, found = self.panel_card(explicit, user)
+        return list(session.messages), card, found, session, self._answer_dropdown(session)
+
+    def prefill(self, request: gr.Request | None = None) -> tuple[Any, ...]:
+        """Page load: set the panel and the message box from the link's query (the CDS link card).
+
+        Returns (question box, four radios, note html, card html, findings html); unchanged
+        outputs when the query holds nothing for us.
+        """
+        query = _query(request)
+        found = prefill_from_query(query)
+        unchanged = gr.skip()
+        if not found.panel and found.question is None and not found.ignored:
+            return (unchanged,) * 8
+        radios = tuple(found.panel.get(name, "unknown") for name in PANEL_FIELDS)
+        note = present.prefill_note_html(
+            [(self.text.label(k), v) for k, v in found.panel.items()],
+            found.ignored,
+            question=found.question is not None,
         )
-        return (
-            list(session.messages),
-            card,
-            findings_html(findings),
-            session,
-            self._answer_dropdown(session),
-        )
+        card, extracted = unchanged, unchanged
+        if found.panel:
+            try:
+                card, extracted = self.panel_card(panel_findings(found.panel), _username(request))
+            except AssistantError:  # the note says what was set; the card stays empty
+                log.exception("UI: prefill card failed")
+        question = found.question if found.question is not None else unchanged
+        return (question, *radios, note, card, extracted)
 
     @staticmethod
     def select_option(
@@ -520,7 +514,10 @@ class ChatUI:
         """Write the conversation as Markdown to a temp file offered for download."""
         session = session if session is not None else Session()
         path = export_path()
-        path.write_text(conversation_markdown(session, self.assistant.versions), encoding="utf-8")
+        text = conversation_markdown(
+            session, self.assistant.versions, self.text, convention=self.convention
+        )
+        path.write_text(text, encoding="utf-8")
         return gr.update(value=str(path), visible=True)
 
     @staticmethod
@@ -529,8 +526,8 @@ class ChatUI:
         return (
             empty,
             "",
-            empty_card("No recommendation yet. Ask a question, or set the findings panel."),
-            findings_html(None),
+            present.empty_card_html(),
+            present.findings_html(None),
             Session(),
             gr.update(choices=[], value=None),
             "unknown",
@@ -539,6 +536,7 @@ class ChatUI:
             "unknown",
             "",
             gr.update(value=None, visible=False),
+            "",
         )
 
 
@@ -553,60 +551,72 @@ def export_path() -> Path:
 # Styles live beside this module (package data), so this file stays about behaviour.
 CSS = (Path(__file__).with_name("ui.css")).read_text(encoding="utf-8")
 
-HEADER = (
-    '<div class="pce-header"><span class="pce-title">PCE Assistant</span> '
-    '<span class="pce-subtitle">Pulmonary cement embolism after vertebroplasty or kyphoplasty: '
-    "cited answers; the management tier comes only from a fixed, cited decision table.</span>"
-    "</div>"
-)
-PLACEHOLDER = (
-    "**Describe the patient or ask a question** about pulmonary cement embolism after "
-    "vertebroplasty or kyphoplasty. Include symptoms and where the cement lies (e.g. segmental "
-    "branches, right pulmonary artery). Example vignettes are below the message box."
-)
-
 
 def theme() -> gr.themes.Base:
-    """System fonts only: nothing is fetched from a font CDN."""
-    return gr.themes.Soft(
+    """System fonts only (nothing fetched from a font CDN); colours that pass WCAG AA contrast.
+
+    One light palette in both colour schemes: the card and its tier colours are designed on light
+    backgrounds, and with Gradio's dark variables an escalation's actions were light text on a
+    light card, so a browser in dark mode would hide them.
+    """
+    base = gr.themes.Soft(
         primary_hue="blue",
         neutral_hue="slate",
         font=["system-ui", "-apple-system", "Segoe UI", "Roboto", "sans-serif"],
         font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "monospace"],
+    ).set(
+        # The Soft defaults put white on blue-500 and blue-500 on blue-100 (about 3:1); AA needs
+        # 4.5:1 for normal text, so darker shades carry text.
+        button_primary_background_fill="*primary_700",
+        button_primary_background_fill_hover="*primary_800",
+        button_primary_border_color="*primary_700",
+        button_primary_border_color_hover="*primary_800",
+        checkbox_label_background_fill_selected="*primary_700",
+        block_label_text_color="*primary_800",
+        block_title_text_color="*primary_800",
+        block_info_text_color="*neutral_600",
+        body_text_color_subdued="*neutral_600",
+        link_text_color="*primary_700",
+        link_text_color_visited="*primary_800",
     )
+    light = {
+        name: getattr(base, name.removesuffix("_dark"))
+        for name in vars(base)
+        if name.endswith("_dark") and hasattr(base, name.removesuffix("_dark"))
+    }
+    return base.set(**light)
 
 
-def _radio(name: str, label: str, info: str, elem_id: str) -> gr.Radio:
+def _radio(text: present.Presentation, name: str, elem_id: str) -> gr.Radio:
+    finding = text.findings[name]
     return gr.Radio(
         choices=list(PANEL_CHOICES[name]),
         value="unknown",
-        label=label,
-        info=info,
+        label=finding.panel_label,
+        info=finding.hint,
         elem_id=elem_id,
     )
 
 
 def build_blocks(assistant: Assistant) -> gr.Blocks:
-    """The page: chat on the left; findings panel and recommendation card on the right."""
+    """The page: chat on the left; findings panel and recommendation card on the right.
+
+    On a narrow screen the columns stack with the card first (ui.css), then the chat.
+    """
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     ui = ChatUI(assistant)
-    versions = assistant.versions
+    text = ui.text
     with gr.Blocks(title="PCE Assistant", analytics_enabled=False) as blocks:
         session = gr.State(Session())
-        gr.HTML(
-            HEADER + '<div class="pce-disclaimer" role="note"><b>Decision support only.</b> '
-            f"{esc(DISCLAIMER.removeprefix('Decision support only. '))}</div>",
-            js_on_load=None,
-            elem_id="pce-disclaimer",
-        )
-        with gr.Row(equal_height=False):
+        gr.HTML(present.header_html(text, DISCLAIMER), js_on_load=None, elem_id="pce-disclaimer")
+        with gr.Row(equal_height=False, elem_id="pce-main"):
             with gr.Column(scale=6, min_width=420, elem_id="pce-chat-col"):
                 chatbot = gr.Chatbot(
                     label="Conversation",
                     elem_id="pce-chat",
                     height=620,
                     layout="panel",
-                    placeholder=PLACEHOLDER,
+                    placeholder=text.placeholder,
                     sanitize_html=True,
                     render_markdown=True,
                     allow_tags=False,
@@ -616,10 +626,11 @@ def build_blocks(assistant: Assistant) -> gr.Blocks:
                     group_consecutive_messages=True,
                     show_label=False,
                 )
-                with gr.Row():
+                with gr.Row(elem_id="pce-ask"):
                     question = gr.Textbox(
                         placeholder="Describe the patient and ask. Enter sends; Shift+Enter "
                         "adds a line.",
+                        label="Your question",
                         show_label=False,
                         lines=1,
                         max_lines=8,
@@ -629,10 +640,11 @@ def build_blocks(assistant: Assistant) -> gr.Blocks:
                     )
                     send = gr.Button("Send", variant="primary", scale=1, elem_id="pce-send")
                 gr.Examples(
-                    examples=[[v] for v in VIGNETTES],
+                    examples=[[v] for v in text.examples],
                     inputs=[question],
                     label="Example vignettes (click to fill the message box)",
                     examples_per_page=6,
+                    elem_id="pce-examples",
                 )
                 with gr.Accordion("Feedback on an answer", open=False, elem_id="pce-feedback"):
                     answer_pick = gr.Dropdown(
@@ -650,7 +662,7 @@ def build_blocks(assistant: Assistant) -> gr.Blocks:
                     with gr.Row():
                         send_feedback = gr.Button("Record feedback", size="sm")
                         feedback_status = gr.Markdown(elem_id="pce-feedback-status")
-                with gr.Row():
+                with gr.Row(elem_id="pce-tools"):
                     export_btn = gr.Button(
                         "Export conversation (Markdown)", size="sm", elem_id="pce-export"
                     )
@@ -662,55 +674,23 @@ def build_blocks(assistant: Assistant) -> gr.Blocks:
                     elem_id="pce-export-file",
                 )
             with gr.Column(scale=5, min_width=380, elem_id="pce-card-col"):
+                prefill_note = gr.HTML("", js_on_load=None, elem_id="pce-prefill")
                 with gr.Group(elem_id="pce-findings"):
-                    gr.HTML(
-                        '<div class="pce-panel-title" style="padding:8px 10px 0">'
-                        "Findings panel — what you set here overrides the text "
-                        "(“unknown” = not set)</div>",
-                        js_on_load=None,
-                    )
+                    gr.HTML(present.panel_title_html(), js_on_load=None, padding=True)
                     with gr.Row():
-                        symptomatic = _radio(
-                            "symptomatic",
-                            "Symptoms",
-                            "Attributed to the cement emboli",
-                            "pce-symptomatic",
-                        )
-                        location = _radio(
-                            "location",
-                            "Emboli location",
-                            "Most proximal embolus; central = "
-                            "trunk or main/right/left PA, peripheral = segmental or smaller "
-                            "(tool convention)",
-                            "pce-location",
-                        )
+                        symptomatic = _radio(text, "symptomatic", "pce-symptomatic")
+                        location = _radio(text, "location", "pce-location")
                     with gr.Row():
-                        unstable = _radio(
-                            "hemodynamic_instability",
-                            "Haemodynamic instability",
-                            "Escalation: adds actions, never changes the tier",
-                            "pce-unstable",
-                        )
-                        intracardiac = _radio(
-                            "intracardiac_cement",
-                            "Intracardiac cement",
-                            "Right atrium or ventricle; escalation",
-                            "pce-intracardiac",
-                        )
+                        unstable = _radio(text, "hemodynamic_instability", "pce-unstable")
+                        intracardiac = _radio(text, "intracardiac_cement", "pce-intracardiac")
                     extracted = gr.HTML(
-                        findings_html(None), js_on_load=None, elem_id="pce-extracted", padding=True
+                        present.findings_html(None),
+                        js_on_load=None,
+                        elem_id="pce-extracted",
+                        padding=True,
                     )
-                card = gr.HTML(
-                    empty_card("No recommendation yet. Ask a question, or set the findings panel."),
-                    js_on_load=None,
-                    elem_id="pce-card",
-                )
-        gr.HTML(
-            f'<div class="pce-footer">PCE Assistant {esc(versions.app)} · rules '
-            f"{esc(versions.rules)} · knowledge {esc(versions.knowledge)} · model "
-            f"{esc(versions.model)}</div>",
-            js_on_load=None,
-        )
+                card = gr.HTML(present.empty_card_html(), js_on_load=None, elem_id="pce-card")
+        gr.HTML(present.footer_html(assistant.versions), js_on_load=None, elem_id="pce-footer")
 
         panel = [symptomatic, location, unstable, intracardiac]
         chat_outputs = [chatbot, question, card, extracted, session, answer_pick]
@@ -720,9 +700,9 @@ def build_blocks(assistant: Assistant) -> gr.Blocks:
             [question, *panel, session],
             chat_outputs,
             api_name="chat",
-            api_description="Ask a question with the findings panel values; the narrative "
-            "streams into the chat, then citations, follow-ups and the recommendation card.",
-        )
+            api_description="Ask a question with the findings panel values; the answer streams "
+            "into the chat (tier summary first), then citations, follow-ups and the card.",
+        ).then(None, None, None, js=SHOW_CARD_JS, api_visibility="private")
         reeval_outputs = [chatbot, card, extracted, session, answer_pick]
         for radio in panel:
             radio.input(
@@ -753,9 +733,17 @@ def build_blocks(assistant: Assistant) -> gr.Blocks:
             *panel,
             feedback_status,
             export_file,
+            prefill_note,
         ]
         new_chat.click(ChatUI.reset, None, reset_outputs, api_visibility="private")
         chatbot.clear(ChatUI.reset, None, reset_outputs, api_visibility="private")
+        blocks.load(
+            ui.prefill,
+            None,
+            [question, *panel, prefill_note, card, extracted],
+            api_visibility="private",
+            show_progress="hidden",  # most pages have no query: no flicker over the panel
+        )
     return blocks
 
 
