@@ -27,7 +27,7 @@ from assistant.clinical.scope import ScopeGuard, load_scope_terms
 from assistant.errors import IndexUnavailableError, InputError
 from assistant.knowledge.corpus import Corpus, load_corpus
 from assistant.retrieval.embeddings import Embedder, embedder_from_settings
-from assistant.retrieval.index import VectorIndex, ensure_index
+from assistant.retrieval.index import VectorIndex, ensure_index, open_index
 from assistant.retrieval.retrievers import BM25Retriever, Retriever, make_retriever
 from assistant.settings import Settings
 from assistant.types import (
@@ -197,8 +197,15 @@ class Assistant(Runnable[Any, Answer]):
         retriever: str | None = None,
         audit: bool = True,
         build_index: bool = True,
+        index_required: bool = True,
     ) -> Assistant:
-        """Load knowledge, rules and lexicon (validated), open or build the index, wire it all."""
+        """Load knowledge, rules and lexicon (validated), open or build the index, wire it all.
+
+        The embedded index is built here on first use (behind a file lock). A Chroma server's
+        index is only opened: ``pce-assistant index`` is its one writer. ``index_required=False``
+        (a restarted worker) starts even if the server is briefly unreachable, with keyword search
+        and a note until it is back.
+        """
         settings = settings or Settings()
         rephraser = None
         if settings.llm:  # imported only when PCE_LLM asks for one; fails before the heavy work
@@ -224,12 +231,22 @@ class Assistant(Runnable[Any, Answer]):
         index: VectorIndex | None = None
         index_name = ""
         if mode != "bm25" or build_index:
-            index, report = ensure_index(
-                settings, corpus.passages, embedder, corpus.fingerprint, rebuild=False
-            )
-            index_name = report.collection
-            if report.built:
-                log.warning("%s", report.summary())
+            if settings.chroma_url:
+                index = open_index(
+                    settings,
+                    embedder.name,
+                    corpus.fingerprint,
+                    wait_s=settings.index_wait_s,
+                    required=index_required,
+                )
+                index_name = index.name or index.base_name
+            else:
+                index, report = ensure_index(
+                    settings, corpus.passages, embedder, corpus.fingerprint, rebuild=False
+                )
+                index_name = report.collection
+                if report.built:
+                    log.warning("%s", report.summary())
         bm25 = BM25Retriever(corpus.passages)  # one index serves hybrid and the fallback
         components = Components(
             settings=settings,
@@ -244,7 +261,7 @@ class Assistant(Runnable[Any, Answer]):
             index=index,
             index_name=index_name,
         )
-        return cls(components, AuditLog(settings.audit_path) if audit else None, rephraser)
+        return cls(components, AuditLog.from_settings(settings) if audit else None, rephraser)
 
     def warm_up(self) -> None:
         """Load the model and touch the index now, so the first clinician does not wait."""

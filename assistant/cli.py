@@ -27,6 +27,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["data_dir"] = Path(args.data_dir)
     if getattr(args, "retriever", None) not in (None, "all"):  # 'all' is eval's comparison
         overrides["retriever"] = args.retriever
+    if getattr(args, "index_wait_s", None) is not None:
+        overrides["index_wait_s"] = args.index_wait_s
     # A bad or unknown PCE_* setting raises ConfigurationError: one line, not a traceback.
     return Settings(**overrides)
 
@@ -151,30 +153,67 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from assistant.web.server import build_app
-
     settings = _settings(args)
     host = args.host or settings.host
     port = args.port or settings.port
-    app = build_app(settings)
-    print(f"PCE Assistant on http://{host}:{port}/ (API docs at /docs)")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
-    return 0
+    workers = args.workers or settings.workers
+    if workers is None:  # the embedded default: one process, as `make run` has always done
+        import uvicorn
+
+        from assistant.web.server import build_app
+
+        app = build_app(settings)
+        print(f"PCE Assistant on http://{host}:{port}/ (API docs at /docs)")
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+        return 0
+    return _serve_workers(args, settings, host, port, workers)
+
+
+def _serve_workers(
+    args: argparse.Namespace, settings: Settings, host: str, port: int, workers: int
+) -> int:
+    from assistant.knowledge.corpus import load_corpus
+    from assistant.retrieval.index import open_index
+
+    if not settings.chroma_url:
+        raise ConfigurationError(
+            "several workers share one index on a Chroma server: start one (chroma run --path "
+            "DIR --host 127.0.0.1 --port 8000), set PCE_CHROMA_URL, run 'pce-assistant index', "
+            "then serve --workers N (or drop --workers for the embedded single process)"
+        )
+    # The workers read their settings from PCE_* variables: hand them this command's overrides.
+    for name, value in (("PCE_CHROMA_URL", settings.chroma_url),
+                        ("PCE_DATA_DIR", str(settings.data_dir)),
+                        ("PCE_INDEX_WAIT_S", str(settings.index_wait_s))):
+        os.environ[name] = value
+    # Fail here, once and clearly, rather than in every worker: the index must be active.
+    corpus = load_corpus(settings)
+    open_index(settings, settings.embedding_model_name, corpus.fingerprint,
+               wait_s=settings.index_wait_s)
+    from assistant.web.server import serve_workers
+
+    return serve_workers(settings, host, port, workers, api_port=args.api_port,
+                         ui_port=args.ui_port)
 
 
 def cmd_audit_export(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
     from assistant.audit import AuditLog
 
     settings = _settings(args)
     out = Path(args.out)
     fmt = args.format or ("csv" if out.suffix.lower() == ".csv" else "jsonl")
+    audit = AuditLog.from_settings(settings)
     try:
-        n = AuditLog(settings.audit_path).export(out, fmt)
+        n = audit.export(out, fmt)
     except OSError as exc:
         raise ConfigurationError(f"cannot export the audit trail to {out}: {exc}") from exc
-    print(f"Exported {n} audit event(s) from {settings.audit_path} to {out} ({fmt}).")
+    except SQLAlchemyError as exc:
+        raise ConfigurationError(
+            f"cannot read the audit database {audit.describe()}: {exc}"
+        ) from exc
+    print(f"Exported {n} audit event(s) from {audit.describe()} to {out} ({fmt}).")
     return 0
 
 
@@ -252,6 +291,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="default 7860 (PCE_PORT)")
     p.add_argument("--chroma-url")
     p.add_argument("--data-dir", help="where the index and audit database live (PCE_DATA_DIR)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="N API worker processes + one UI process behind this port (needs PCE_CHROMA_URL; "
+        "PCE_WORKERS); default: one process serving everything",
+    )
+    p.add_argument("--wait-index", type=float, metavar="SECONDS", dest="index_wait_s",
+                   help="wait this long for 'pce-assistant index' to finish (PCE_INDEX_WAIT_S)")
+    p.add_argument("--api-port", type=int, help="with --workers: fixed loopback port of the pool")
+    p.add_argument("--ui-port", type=int, help="with --workers: fixed loopback port of the UI")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("eval", help="run question sets; write the evaluation report")
@@ -286,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     pe = audit_sub.add_parser("export", help="export every event to CSV or JSONL")
     pe.add_argument("--out", required=True, help="output file (.csv or .jsonl)")
     pe.add_argument("--format", choices=["csv", "jsonl"])
+    pe.add_argument("--data-dir", help="where the SQLite audit database lives (PCE_DATA_DIR)")
     pe.set_defaults(func=cmd_audit_export)
 
     return parser

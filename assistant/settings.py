@@ -93,6 +93,22 @@ class Settings(BaseSettings):
         default=0.35, description="Minimum dense similarity for a question with no domain term."
     )
     audit_db: Path | None = Field(default=None, description="Default: <data_dir>/audit.sqlite3.")
+    audit_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the audit database, e.g. postgresql+psycopg://u:p@h/db; "
+        "default: SQLite at audit_db.",
+    )
+    audit_spool: Path | None = Field(
+        default=None,
+        description="Local append-only file holding audit events while the database is down; "
+        "default: <data_dir>/audit-spool.jsonl.",
+    )
+    workers: int | None = Field(
+        default=None, ge=1, le=64, description="API worker processes for serve; unset: one process."
+    )
+    index_wait_s: float = Field(
+        default=0.0, ge=0.0, description="How long serve waits for `pce-assistant index`."
+    )
     llm: str | None = Field(default=None, description="Optional chat model, e.g. 'ollama:llama3'.")
     api_token: SecretStr | None = Field(default=None, description="Bearer token for the HTTP API.")
     ui_user: str | None = None
@@ -131,6 +147,10 @@ class Settings(BaseSettings):
     @property
     def audit_path(self) -> Path:
         return self.audit_db or self.data_dir / "audit.sqlite3"
+
+    @property
+    def audit_spool_path(self) -> Path:
+        return self.audit_spool or self.data_dir / "audit-spool.jsonl"
 
     @property
     def chroma_path(self) -> Path:

@@ -19,10 +19,10 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from bench import cold, report, scale, throughput, warm
+from bench import cold, report, scale, throughput, warm, workers
 from bench.common import REPO_ROOT, RESULTS_DIR, apply_env, load_average
 
-SECTIONS = ("build", "cold", "warm", "http", "scale")
+SECTIONS = ("build", "cold", "warm", "http", "workers", "scale")
 
 
 def _environment() -> dict[str, Any]:
@@ -89,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     if "http" in only:
         section("http", lambda: throughput.run(data_dir, levels=(1, 4, 16),
                                                requests=48 if args.quick else 192))
+    if "workers" in only:
+        section("workers", lambda: workers.run(workers=(1, 2, 4),
+                                               requests=192 if args.quick else 384))
     if "scale" in only:
         sizes = [1_000] if args.quick else [1_000, 10_000]
         if args.full:

@@ -151,4 +151,39 @@ def markdown(r: dict[str, Any]) -> str:
             f"{h['server_rss_mb']} MB after the run.",
             "",
         ]
+    if "workers" in r:
+        lines += _workers(r["workers"])
     return "\n".join(lines)
+
+
+def _workers(w: dict[str, Any]) -> list[str]:
+    rows = w["rows"]
+    lines = [
+        "## Worker scaling (`serve --workers N`, POST /api/v1/ask, 16 clients, loopback)",
+        "",
+        f"{w['requests']} requests per configuration, {w['clients']} clients, questions from "
+        f"{w['questions']}, all configurations in this one run.",
+        "",
+        *_table(
+            ("configuration", "req/s", "vs single", "p50 ms", "p95 ms", "errors",
+             "workers answering", "start s", "RSS MB (all processes)"),
+            [(x["label"], x["rps"], x["vs_single"], x["p50_ms"], x["p95_ms"], x["errors"],
+              x["answered_by"], x["startup_s"], x["rss_mb"]) for x in rows],
+        ),
+        "",
+    ]
+    profile = w["profile"]
+    if profile["samples"]:
+        lines += [
+            f"Where one worker's time goes (a separate `serve --workers 2` run under the same "
+            f"load; py-spy at 200 Hz: {profile['samples']} busy samples, shares below; "
+            f"{profile.get('waiting_samples', 0)} more of threads waiting, left out):",
+            "",
+            *_table(("bucket", "% of samples"), profile["buckets"]),
+            "",
+            "Hottest leaf functions:",
+            "",
+            *_table(("function", "% of samples"), profile["top_leaves"]),
+            "",
+        ]
+    return lines

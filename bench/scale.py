@@ -153,14 +153,14 @@ def child(n: int, queries: int, server: bool, seed: int = 7) -> dict[str, Any]:
         before = rss_mb()
         client = chromadb.PersistentClient(path=str(Path(tmp) / "embedded"), settings=settings)
         collection, build_s = _fill(client, "bench", passages, vectors)
-        index = VectorIndex(client, "bench", "bench", "embedded")
+        index = VectorIndex(lambda: client, "bench", "bench", "embedded", client=client)
         index._collection = collection
         result["embedded"] = {
             "build_s": round(build_s, 2),
             "rss_mb": round(rss_mb() - before, 1),
             **_query_stats(index, bm25, texts, embedder, passages),
         }
-        del collection, index, client
+        del collection, index  # the client goes with the lambda that holds it
 
         if server:
             result["server"] = _server_run(Path(tmp) / "server", passages, vectors, texts,
@@ -198,7 +198,8 @@ def _server_run(
             host="127.0.0.1", port=port, settings=ChromaSettings(anonymized_telemetry=False)
         )
         collection, build_s = _fill(client, "bench", passages, vectors)
-        index = VectorIndex(client, "bench", "bench", f"http://127.0.0.1:{port}")
+        index = VectorIndex(lambda: client, "bench", "bench", f"http://127.0.0.1:{port}",
+                            client=client)
         index._collection = collection
         stats = _query_stats(index, bm25, texts, embedder, passages)
         return {

@@ -31,7 +31,7 @@ os.environ.update(
 for _name in [n for n in os.environ if n.startswith("PCE_")]:
     del os.environ[_name]
 
-from servers import free_port  # noqa: E402
+from servers import PostgresServer, free_port  # noqa: E402
 
 from assistant.knowledge.corpus import Corpus, load_corpus  # noqa: E402
 from assistant.retrieval.embeddings import (  # noqa: E402
@@ -225,3 +225,16 @@ def chroma_server_factory() -> Iterator[Callable[..., ChromaServer]]:
     yield start
     for server in started:
         server.stop()
+
+
+# --- PostgreSQL ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL cluster on loopback shared by the session (Debian's postgresql package)."""
+    server = PostgresServer().init()
+    try:
+        yield server
+    finally:
+        server.destroy()

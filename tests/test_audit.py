@@ -9,13 +9,14 @@ import logging
 import multiprocessing
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from assistant import Assistant, Settings
-from assistant.audit import COLUMNS, AuditLog
+from assistant.audit import COLUMNS, SCHEMA_VERSION, AuditLog
 from assistant.retrieval.embeddings import HashEmbedder
 
 QUESTION = "Asymptomatic peripheral cement emboli after kyphoplasty: anticoagulate?"
@@ -169,7 +170,70 @@ def swap_audit(assistant: Assistant) -> Iterator[Callable[[AuditLog], AuditLog]]
     assistant.audit = original
 
 
-def test_unwritable_location_still_answers(
+def test_read_only_database_still_answers_and_spools_the_events(
+    assistant: Assistant,
+    swap_audit: Callable[[AuditLog], AuditLog],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    log = AuditLog(tmp_path / "ro.sqlite3")
+    log.record("ask", id="existing")  # a real database, then opened read-only
+    uri = f"file:{log.path}?mode=ro"
+    monkeypatch.setattr(log, "_connect", lambda: sqlite3.connect(uri, uri=True))
+    swap_audit(log)
+    with caplog.at_level(logging.ERROR, logger="assistant.audit"):
+        answer = assistant.ask(QUESTION)
+        _, rec, card_id = assistant.recommend_from({"symptomatic": True, "location": "central"})
+    assert answer.recommendation is not None and answer.recommendation.tier == "surveillance"
+    assert rec.tier == "surgical_embolectomy"
+    assert log.failures == 2 and log.lost == 0
+    assert "audit write failed" in caplog.text and "readonly" in caplog.text
+    assert "the answer was still returned" in caplog.text
+    assert QUESTION not in caplog.text, "the log must not carry the question (the spool does)"
+    assert [r["id"] for r in log.rows()] == ["existing"]
+    assert [json.loads(line)["id"] for line in log.spool.path.read_text().splitlines()] == [
+        answer.id, card_id,
+    ]
+
+
+def test_locked_database_still_answers_then_replays_the_spool_in_order(
+    assistant: Assistant,
+    swap_audit: Callable[[AuditLog], AuditLog],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    log = AuditLog(tmp_path / "locked.sqlite3")
+    log.record("ask", id="existing")
+
+    def impatient() -> sqlite3.Connection:  # the real 10 s busy wait, shortened for the test
+        conn = sqlite3.connect(log.path, timeout=0.2)
+        conn.execute("PRAGMA busy_timeout = 200")
+        return conn
+
+    monkeypatch.setattr(log, "_connect", impatient)
+    swap_audit(log)
+    holder = sqlite3.connect(log.path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with caplog.at_level(logging.ERROR, logger="assistant.audit"):
+            answer = assistant.ask(QUESTION)
+            feedback = assistant.record_feedback(answer.id, "helpful")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert answer.recommendation is not None and answer.text
+    assert feedback is not None, "the feedback is kept (spooled), not dropped"
+    assert log.failures == 2
+    assert "database is locked" in caplog.text
+    assert log.record("ask", id="after") == "after"  # queued behind the spooled events
+    log.drain()
+    assert [r["id"] for r in log.rows()] == ["existing", answer.id, feedback, "after"]
+    assert log.pending() == 0
+
+
+def test_unwritable_location_still_answers_and_counts_the_lost_event(
     assistant: Assistant,
     swap_audit: Callable[[AuditLog], AuditLog],
     tmp_path: Path,
@@ -177,9 +241,149 @@ def test_unwritable_location_still_answers(
 ) -> None:
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("a file where the audit directory should be")
-    log = swap_audit(AuditLog(blocker / "audit.sqlite3"))
+    log = swap_audit(AuditLog(blocker / "audit.sqlite3"))  # the spool would be there too
     with caplog.at_level(logging.ERROR, logger="assistant.audit"):
         answer = assistant.ask(QUESTION)
     assert answer.recommendation is not None
-    assert log.failures == 1
-    assert "audit write failed" in caplog.text
+    assert log.failures == 1 and log.lost == 1
+    assert "audit write failed" in caplog.text and "LOST" in caplog.text
+
+
+# --- the spool: nothing lost, nothing duplicated --------------------------------------------------
+
+
+class DownAuditLog(AuditLog):
+    """The real audit log, with a switch that makes the database refuse connections."""
+
+    down = False
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.down:
+            raise sqlite3.OperationalError("unable to open database file (simulated outage)")
+        return super()._connect()
+
+
+@pytest.fixture
+def down_log(tmp_path: Path) -> DownAuditLog:
+    return DownAuditLog(tmp_path / "audit.sqlite3", spool=tmp_path / "spool" / "audit.jsonl")
+
+
+def test_events_during_an_outage_are_replayed_in_order_exactly_once(
+    down_log: DownAuditLog,
+) -> None:
+    down_log.record("ask", id="before")
+    down_log.down = True
+    during = [down_log.record("ask", id=f"during-{i}") for i in range(5)]
+    assert during == [f"during-{i}" for i in range(5)]
+    assert down_log.pending() == 5 and down_log.failures == 5
+    down_log.down = False
+    assert down_log.drain() == 5
+    assert down_log.drain() == 0
+    assert [r["id"] for r in down_log.rows()] == ["before", *during]
+
+
+def test_a_replay_interrupted_after_the_insert_does_not_duplicate(
+    down_log: DownAuditLog,
+) -> None:
+    down_log.down = True
+    down_log.record("ask", id="a")
+    down_log.record("feedback", id="b", ref="a", outcome="helpful")
+    spooled = down_log.spool.path.read_text()
+    down_log.down = False
+    down_log.drain()
+    down_log.spool.path.write_text(spooled)  # as if the process died before emptying the spool
+    assert down_log.drain() == 2
+    assert [r["id"] for r in down_log.rows()] == ["a", "b"]
+
+
+def test_the_spool_drains_by_itself_once_the_database_is_back(down_log: DownAuditLog) -> None:
+    down_log.down = True
+    ids = [down_log.record("ask", id=f"e{i}") for i in range(3)]
+    down_log.down = False
+    for _ in range(400):  # bounded: the drainer backs off at most a few seconds here
+        if down_log.pending() == 0:
+            break
+        time.sleep(0.05)
+    assert down_log.pending() == 0
+    assert [r["id"] for r in down_log.rows()] == ids
+
+
+def test_a_torn_spool_line_is_set_aside_and_the_rest_replayed(down_log: DownAuditLog) -> None:
+    down_log.down = True
+    down_log.record("ask", id="whole")
+    with down_log.spool.path.open("a") as handle:
+        handle.write('{"id": "torn", "kin')  # a crash mid-write
+    down_log.down = False
+    down_log.drain()
+    assert [r["id"] for r in down_log.rows()] == ["whole"]
+    rejected = down_log.spool.path.with_name(down_log.spool.path.name + ".rejected")
+    assert rejected.read_text().startswith('{"id": "torn"')
+
+
+def _spool_from_process(db: str, spool: str, p: int, n: int) -> None:
+    audit = DownAuditLog(Path(db), spool=Path(spool))
+    audit.down = True
+    audit._start_drainer = lambda: None  # type: ignore[method-assign]  # only this test drains
+    for i in range(n):
+        if audit.record("ask", id=f"p{p}-{i}") is None:
+            raise SystemExit(1)
+
+
+def test_processes_share_one_spool_without_losing_a_line(down_log: DownAuditLog) -> None:
+    context = multiprocessing.get_context("fork")
+    procs = [
+        context.Process(
+            target=_spool_from_process,
+            args=(str(down_log.path), str(down_log.spool.path), p, 50),
+        )
+        for p in range(4)
+    ]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(60)
+    assert [proc.exitcode for proc in procs] == [0, 0, 0, 0]
+    assert down_log.pending() == 200
+    assert down_log.drain() == 200
+    ids = [r["id"] for r in down_log.rows()]
+    assert sorted(ids) == sorted(f"p{p}-{i}" for p in range(4) for i in range(50))
+    for p in range(4):  # each process's events keep their order
+        mine = [i for i in ids if i.startswith(f"p{p}-")]
+        assert mine == [f"p{p}-{i}" for i in range(50)]
+
+
+# --- schema ---------------------------------------------------------------------------------------
+
+
+def test_schema_is_created_idempotently_with_a_version(log: AuditLog) -> None:
+    log.record("ask", id="one")
+    again = AuditLog(log.path)
+    again.record("ask", id="two")
+    with sqlite3.connect(log.path) as conn:
+        assert conn.execute("SELECT version FROM audit_schema").fetchall() == [(SCHEMA_VERSION,)]
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(events)")]
+    assert columns == COLUMNS
+    assert again.count() == 2
+
+
+LEGACY_SCHEMA = """
+CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+  ts TEXT NOT NULL, kind TEXT NOT NULL, surface TEXT, user TEXT, question TEXT, in_scope INTEGER,
+  findings TEXT, tier TEXT, rule_id TEXT, escalations TEXT, citations TEXT, versions TEXT,
+  latency_ms REAL, ref TEXT, outcome TEXT, comment TEXT);
+INSERT INTO events (id, ts, kind) VALUES ('old', '2026-01-01T00:00:00.000+00:00', 'ask');
+"""
+
+
+def test_a_database_from_before_the_schema_version_keeps_its_rows(log: AuditLog) -> None:
+    log.path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(log.path) as conn:
+        conn.executescript(LEGACY_SCHEMA)
+    log.record("ask", id="new")
+    assert [r["id"] for r in log.rows()] == ["old", "new"]
+
+
+def test_a_repeated_id_is_ignored_not_duplicated(log: AuditLog) -> None:
+    assert log.record("ask", id="same", question="first") == "same"
+    assert log.record("ask", id="same", question="second") == "same"
+    assert [(r["id"], r["question"]) for r in log.rows()] == [("same", "first")]

@@ -17,7 +17,14 @@ import pytest
 from assistant.errors import IndexError_, IndexUnavailableError
 from assistant.knowledge.corpus import Corpus, load_corpus
 from assistant.retrieval.embeddings import Embedder, HashEmbedder, SentenceTransformerEmbedder
-from assistant.retrieval.index import VectorIndex, ensure_index, open_client
+from assistant.retrieval.index import (
+    IndexReport,
+    Registry,
+    VectorIndex,
+    ensure_index,
+    open_client,
+    open_index,
+)
 from assistant.retrieval.retrievers import (
     BM25Retriever,
     DenseRetriever,
@@ -159,7 +166,9 @@ class TestSentenceTransformerEmbedder(EmbedderContract):
 
 
 class IndexContract:
-    """Every index backend: build once, reuse, rebuild what is stale or incomplete, answer cosine.
+    """Every index backend: one writer builds, marks complete, then switches the active pointer;
+    an unchanged build is reused; a change or damage gives a new collection beside the old one;
+    readers never build; a passage's own vector finds it with cosine one.
 
     Subclasses provide ``index_settings``: where the collections live (a fresh place per test).
     """
@@ -176,10 +185,10 @@ class IndexContract:
         return index_settings.model_copy(update={"knowledge_dir": knowledge})
 
     @staticmethod
-    def build(settings: Settings) -> tuple[Corpus, VectorIndex, bool, str, list[str]]:
+    def build(settings: Settings) -> tuple[Corpus, VectorIndex, IndexReport]:
         corpus = load_corpus(settings)
         index, report = ensure_index(settings, corpus.passages, HashEmbedder(), corpus.fingerprint)
-        return corpus, index, report.built, report.collection, report.removed_stale
+        return corpus, index, report
 
     @staticmethod
     def collections(settings: Settings) -> list[str]:
@@ -187,54 +196,66 @@ class IndexContract:
                  for c in open_client(settings).list_collections()]
         return sorted(n for n in names if n.startswith(f"{settings.collection_prefix}-"))
 
-    def test_builds_once_then_reuses_the_collection(self, small: Settings) -> None:
-        corpus, index, built, name, _ = self.build(small)
-        _, _, again, same, _ = self.build(small)
-        assert built and not again and same == name
-        assert index.is_complete(len(corpus.passages))
-        assert self.collections(small) == [name]
+    @staticmethod
+    def active(settings: Settings) -> str | None:
+        pointer = Registry(open_client(settings), settings.collection_prefix, create=False).active()
+        return pointer.collection if pointer else None
+
+    def test_builds_once_then_reuses_the_active_collection(self, small: Settings) -> None:
+        _, _, first = self.build(small)
+        _, _, again = self.build(small)
+        assert first.built and not again.built and again.collection == first.collection
+        assert self.active(small) == first.collection
+        assert self.collections(small) == [first.collection]
 
     def test_a_passage_vector_finds_that_passage_with_cosine_one(self, small: Settings) -> None:
-        corpus, index, *_ = self.build(small)
+        corpus, index, _ = self.build(small)
         target = corpus.passages[0]
         hits = index.query(HashEmbedder().embed_query(target.text), 2)
         assert len(hits) == 2 and hits[0][0] == target.id
         assert hits[0][1] == pytest.approx(1.0, abs=1e-4) and hits[1][1] < hits[0][1]
 
     @pytest.mark.parametrize("change", ["knowledge-file", "chunk-size"])
-    def test_a_change_gives_a_new_collection_and_removes_the_stale_one(
+    def test_a_change_switches_to_a_new_collection_and_keeps_the_previous_one(
         self, small: Settings, change: str
     ) -> None:
-        *_, old, _ = self.build(small)
+        _, _, old = self.build(small)
         if change == "knowledge-file":
-            path = small.knowledge_dir / "sources" / "alpha-2020.md"
-            path.write_text(path.read_text(encoding="utf-8") + "\nAn added sentence.\n", "utf-8")
+            path = next((small.knowledge_dir / "sources").glob("alpha-2020.*"))
+            path.write_text(path.read_text(encoding="utf-8") + "\n# reviewed\n", "utf-8")
         else:
             small = small.model_copy(update={"chunk_size": 600})
-        _, _, built, new, removed = self.build(small)
-        assert built and new != old and removed == [old]
-        assert self.collections(small) == [new]
+        _, _, new = self.build(small)
+        assert new.built and new.collection != old.collection and new.removed_stale == []
+        # A worker of the previous version may still be reading it: it stays.
+        assert self.collections(small) == sorted([old.collection, new.collection])
+        assert self.active(small) == new.collection
 
     @pytest.mark.parametrize("damage", ["marked-incomplete", "passage-missing"])
-    def test_an_incomplete_collection_is_rebuilt(self, small: Settings, damage: str) -> None:
-        corpus, index, _, name, _ = self.build(small)
-        collection = index.client.get_collection(name)
+    def test_a_damaged_collection_is_rebuilt_beside_it_then_removed(
+        self, small: Settings, damage: str
+    ) -> None:
+        corpus, index, first = self.build(small)
+        collection = index.client.get_collection(first.collection)
         if damage == "marked-incomplete":  # what a build interrupted after one batch leaves
             collection.modify(metadata={"complete": False})
         else:
             collection.delete(ids=[corpus.passages[0].id])
-        assert not index.is_complete(len(corpus.passages))
-        _, index, built, again, _ = self.build(small)
-        assert built and again == name and index.is_complete(len(corpus.passages))
+        _, _, again = self.build(small)
+        assert again.built and again.collection != first.collection
+        assert again.removed_stale == [first.collection]
+        assert self.collections(small) == [again.collection]
+        assert self.active(small) == again.collection
 
-    def test_a_missing_collection_says_to_run_the_index_command(
+    def test_a_reader_without_an_active_index_names_the_command_and_builds_nothing(
         self, index_settings: Settings
     ) -> None:
-        index = VectorIndex(open_client(index_settings), f"{index_settings.collection_prefix}-0",
-                            index_settings.collection_prefix, "test")
+        corpus = load_corpus(index_settings)
         with pytest.raises(IndexError_, match="pce-assistant index") as caught:
-            index.query([0.0] * 8, 3)
+            open_index(index_settings, HashEmbedder().name, corpus.fingerprint)
         assert not isinstance(caught.value, IndexUnavailableError)
+        assert self.collections(index_settings) == []
+        assert self.active(index_settings) is None
 
 
 class TestEmbeddedChroma(IndexContract):

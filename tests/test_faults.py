@@ -30,13 +30,14 @@ from assistant.errors import (
     IndexUnavailableError,
     ModelError,
 )
+from assistant.knowledge.corpus import load_corpus
 from assistant.retrieval.embeddings import (
     WEIGHTS_FILE,
     HashEmbedder,
     bundled_model_dir,
     sha256_of,
 )
-from assistant.retrieval.index import open_client
+from assistant.retrieval.index import ensure_index, open_client
 from assistant.settings import DEFAULT_MODEL_SHA256
 from assistant.web.api import create_app
 
@@ -61,8 +62,10 @@ def closed_loopback_url() -> str:
 
 
 def collections(settings: Settings) -> list[str]:
+    """The passage collections (not the registry that points to the active one)."""
     listed = open_client(settings).list_collections()
-    return sorted(c if isinstance(c, str) else c.name for c in listed)
+    names = (c if isinstance(c, str) else c.name for c in listed)
+    return sorted(n for n in names if n.startswith("pce-"))
 
 
 def dense_used(answer: Answer) -> bool:
@@ -118,7 +121,10 @@ def test_chroma_server_killed_mid_run_falls_back_to_keywords_then_recovers_on_re
 ) -> None:
     server = chroma_server_factory(tmp_path / "db")
     settings = Settings(data_dir=tmp_path / "data", chroma_url=server.url)
+    corpus = load_corpus(settings)
+    ensure_index(settings, corpus.passages, HashEmbedder(), corpus.fingerprint)  # the one writer
     assistant = Assistant.from_settings(settings, embedder=HashEmbedder())
+    collection_id = assistant.components.index.collection_id  # type: ignore[union-attr]
     api = TestClient(create_app(assistant), raise_server_exceptions=False)
     before = assistant.ask(QUESTION)
     assert dense_used(before) and not before.notes
@@ -139,6 +145,20 @@ def test_chroma_server_killed_mid_run_falls_back_to_keywords_then_recovers_on_re
     after = assistant.ask(QUESTION)
     assert dense_used(after) and not after.notes
     assert [p.id for p in after.passages] == [p.id for p in before.passages]
+    assert assistant.components.index.collection_id == collection_id  # type: ignore[union-attr]
+
+
+def test_serve_on_a_chroma_server_without_an_active_index_names_the_command(
+    chroma_server_factory: Callable[..., ChromaServer], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    server = chroma_server_factory(tmp_path / "db")
+    monkeypatch.setenv("PCE_DATA_DIR", str(tmp_path / "data"))
+    assert main(["serve", "--chroma-url", server.url]) == 2
+    err = capsys.readouterr().err
+    assert f"PCE_CHROMA_URL={server.url} pce-assistant index" in err and "Traceback" not in err
+    listed = open_client(Settings(chroma_url=server.url)).list_collections()
+    assert [c.name for c in listed if c.name.startswith("pce-")] == [], "serve built nothing"
 
 
 # --- the embedded index: missing, stale, corrupt --------------------------------------------------
@@ -159,8 +179,29 @@ def test_missing_index_is_built_by_from_settings(
     assert dense_used(assistant.ask(QUESTION))
 
 
-# A changed knowledge file or chunking gives a new collection: tests/test_contracts.py, for
-# the embedded index and the Chroma server.
+def test_deleted_index_directory_is_rebuilt_by_from_settings(
+    healthy_index: Path, tmp_path: Path
+) -> None:
+    data_dir = copy_of(healthy_index, tmp_path)
+    shutil.rmtree(data_dir / "chroma")
+    assistant = Assistant.from_settings(Settings(data_dir=data_dir), embedder=HashEmbedder())
+    assert dense_used(assistant.ask(QUESTION))
+
+
+def test_changed_knowledge_file_gives_a_new_collection_and_keeps_the_previous_one(
+    knowledge_copy: Path, tmp_path: Path
+) -> None:
+    settings = Settings(knowledge_dir=knowledge_copy, data_dir=tmp_path / "data")
+    old = Assistant.from_settings(settings, embedder=HashEmbedder(), audit=False)
+    source = knowledge_copy / "sources" / "krueger-2009.md"
+    source.write_text(source.read_text(encoding="utf-8") + "\nA reviewed addition.\n",
+                      encoding="utf-8")
+    new = Assistant.from_settings(settings, embedder=HashEmbedder(), audit=False)
+    assert new.versions.index != old.versions.index
+    assert new.versions.knowledge != old.versions.knowledge
+    # The previous version's collection stays while its workers may still run (see index.py).
+    assert collections(settings) == sorted([old.versions.index, new.versions.index])
+    assert dense_used(new.ask(QUESTION)) and dense_used(old.ask(QUESTION))
 
 
 @pytest.mark.parametrize(
@@ -372,7 +413,10 @@ def test_locked_audit_database_still_answers_and_logs_the_failure(
     assert "audit write failed" in caplog.text and "locked" in caplog.text
     assert client.get("/healthz").json()["audit_failures"] == 1
     after = client.post("/api/v1/ask", json={"question": QUESTION}).json()
-    assert [r["id"] for r in audit.rows("ask")] == ["before-the-lock", after["id"]]
+    audit.drain()  # the spool replays in order once the lock is gone: nothing lost
+    assert [r["id"] for r in audit.rows("ask")] == [
+        "before-the-lock", response.json()["id"], after["id"],
+    ]
 
 
 def test_read_only_audit_database_still_answers_and_logs_the_failure(
@@ -388,7 +432,9 @@ def test_read_only_audit_database_still_answers_and_logs_the_failure(
             "/api/v1/feedback", json={"answer_id": response.json()["id"], "rating": "helpful"}
         )
     assert response.status_code == 200 and response.json()["text"]
-    assert feedback.status_code == 200 and feedback.json()["recorded"] is False
+    # Kept in the spool until the database takes writes again, so recorded, not lost.
+    assert feedback.status_code == 200 and feedback.json()["recorded"] is True
     assert "audit write failed" in caplog.text and "readonly" in caplog.text
     assert client.get("/healthz").json()["audit_failures"] == 2
     assert [r["id"] for r in audit.rows()] == ["written-before"]  # readable, untouched
+    assert audit.pending() == 2 and audit.lost == 0

@@ -7,15 +7,30 @@ from __future__ import annotations
 
 import shutil
 import socket
+import time
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
-from assistant.errors import ConfigurationError
+from assistant.errors import ConfigurationError, IndexUnavailableError
 from assistant.knowledge.corpus import Corpus, load_corpus
 from assistant.knowledge.passages import passages_from_sources
-from assistant.retrieval.embeddings import WEIGHTS_FILE, HashEmbedder, sha256_of, verify_weights
-from assistant.retrieval.index import IndexReport, VectorIndex, ensure_index, open_client
+from assistant.retrieval import index as index_module
+from assistant.retrieval.embeddings import (
+    WEIGHTS_FILE,
+    HashEmbedder,
+    sha256_of,
+    verify_weights,
+)
+from assistant.retrieval.index import (
+    IndexReport,
+    Registry,
+    VectorIndex,
+    ensure_index,
+    open_client,
+)
 from assistant.retrieval.retrievers import (
     BM25Retriever,
     DenseRetriever,
@@ -32,6 +47,13 @@ def build(settings: Settings, embedder: HashEmbedder) -> tuple[Corpus, VectorInd
     corpus = load_corpus(settings)
     index, report = ensure_index(settings, corpus.passages, embedder, corpus.fingerprint)
     return corpus, index, report
+
+
+def collection_names(settings: Settings) -> list[str]:
+    """The passage collections (the registry, ``pce.registry``, is not one)."""
+    collections = open_client(settings).list_collections()
+    names = (c if isinstance(c, str) else c.name for c in collections)
+    return sorted(n for n in names if n.startswith("pce-"))
 
 
 @pytest.fixture
@@ -71,14 +93,152 @@ def test_long_sections_split_into_numbered_pieces_with_stable_ids(settings: Sett
 # --- index lifecycle -----------------------------------------------------------------------------
 
 
-def test_rebuild_flag_rebuilds_an_up_to_date_index(
+def test_the_build_switches_the_active_pointer_to_the_complete_collection(
     small_settings: Settings, hash_embedder: HashEmbedder
 ) -> None:
-    corpus, _, first = build(small_settings, hash_embedder)
+    _, index, report = build(small_settings, hash_embedder)
+    registry = Registry(index.client, "pce", create=False)
+    active = registry.active()
+    assert active is not None and active.collection == report.collection
+    assert registry.pointer(index.fingerprint) == active
+    meta = index.client.get_collection(report.collection).metadata
+    assert meta["complete"] is True and meta["fingerprint"] == index.fingerprint
+
+
+def test_rebuild_flag_builds_beside_the_active_one_then_switches_and_removes_it(
+    small_settings: Settings, hash_embedder: HashEmbedder
+) -> None:
+    corpus, index, first = build(small_settings, hash_embedder)
     _, report = ensure_index(
         small_settings, corpus.passages, hash_embedder, corpus.fingerprint, rebuild=True
     )
-    assert report.built and report.collection == first.collection
+    assert report.built and report.collection.startswith(f"{first.collection}-")
+    assert report.removed_stale == [first.collection]
+    assert collection_names(small_settings) == [report.collection]
+    # A reader that had the old collection open follows the pointer to the new one.
+    assert index.query(hash_embedder.embed_query(corpus.passages[0].text), 1)[0][0] == (
+        corpus.passages[0].id
+    )
+    assert index.name == report.collection
+
+
+def _edit(settings: Settings, text: str) -> None:
+    path = settings.knowledge_dir / "sources" / "alpha-2020.md"
+    path.write_text(path.read_text(encoding="utf-8") + f"\n{text}\n", encoding="utf-8")
+
+
+def test_changed_knowledge_keeps_the_previous_version_and_removes_older_ones(
+    small_settings: Settings, hash_embedder: HashEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(index_module, "SWITCH_GRACE_S", 0.0)
+    _, _, v1 = build(small_settings, hash_embedder)
+    _edit(small_settings, "An added sentence.")
+    _, _, v2 = build(small_settings, hash_embedder)
+    # A worker of the previous version may still be running: its collection stays.
+    assert v2.built and v2.collection != v1.collection and v2.removed_stale == []
+    assert collection_names(small_settings) == sorted([v1.collection, v2.collection])
+    _edit(small_settings, "Another added sentence.")
+    _, index, v3 = build(small_settings, hash_embedder)
+    assert v3.removed_stale == [v1.collection]
+    assert collection_names(small_settings) == sorted([v2.collection, v3.collection])
+    fingerprints = {p.fingerprint for p in Registry(index.client, "pce", create=False).pointers()}
+    assert len(fingerprints) == 2 and index.fingerprint in fingerprints
+
+
+def test_another_versions_collection_finished_moments_ago_is_not_removed(
+    small_settings: Settings, hash_embedder: HashEmbedder
+) -> None:
+    # Its writer may be between "complete" and the switch: only an old one is garbage.
+    _, _, v1 = build(small_settings, hash_embedder)
+    _edit(small_settings, "An added sentence.")
+    build(small_settings, hash_embedder)
+    _edit(small_settings, "Another added sentence.")
+    _, _, v3 = build(small_settings, hash_embedder)
+    assert v3.removed_stale == []
+    assert v1.collection in collection_names(small_settings)
+
+
+def test_an_abandoned_build_is_removed_and_a_live_one_is_left_alone(
+    small_settings: Settings, hash_embedder: HashEmbedder
+) -> None:
+    _, index, report = build(small_settings, hash_embedder)
+    client = index.client
+    old = time.time() - 2 * index_module.STALE_BUILD_S
+    for name, heartbeat in (("pce-deadbeef00000000", old), ("pce-0123456789abcdef", time.time())):
+        client.create_collection(
+            name, embedding_function=None, metadata={"complete": False, "heartbeat": heartbeat}
+        )
+    _, again = ensure_index(
+        small_settings, load_corpus(small_settings).passages, hash_embedder,
+        load_corpus(small_settings).fingerprint,
+    )
+    assert again.removed_stale == ["pce-deadbeef00000000"]
+    assert collection_names(small_settings) == sorted([report.collection, "pce-0123456789abcdef"])
+
+
+def test_a_legacy_complete_collection_is_adopted_without_rebuilding(
+    small_settings: Settings, hash_embedder: HashEmbedder
+) -> None:
+    _, index, first = build(small_settings, hash_embedder)
+    index.client.delete_collection("pce.registry")  # as built before the registry existed
+    _, _, again = build(small_settings, hash_embedder)
+    assert not again.built and again.collection == first.collection
+    assert Registry(open_client(small_settings), "pce", create=False).active() is not None
+
+
+class FlakyClient:
+    """A Chroma client whose first ``failures`` calls of ``method`` fail like a network blip."""
+
+    def __init__(self, client: Any, method: str, failures: int) -> None:
+        self._client = client
+        self._method = method
+        self.failures = failures
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if name != self._method:
+            return attr
+
+        def flaky(*args: Any, **kwargs: Any) -> Any:
+            if self.failures > 0:
+                self.failures -= 1
+                raise httpx.ConnectError("connection refused (simulated)")
+            return attr(*args, **kwargs)
+
+        return flaky
+
+
+def test_a_transient_error_is_retried_and_never_deletes_the_index(
+    small_settings: Settings, hash_embedder: HashEmbedder
+) -> None:
+    corpus, index, first = build(small_settings, hash_embedder)
+    before = index.client.get_collection(first.collection).id
+    flaky = FlakyClient(open_client(small_settings), "get_collection", failures=2)
+    _, again = ensure_index(
+        small_settings, corpus.passages, hash_embedder, corpus.fingerprint, client=flaky
+    )
+    assert flaky.failures == 0, "the blip happened"
+    assert not again.built and again.removed_stale == []
+    assert open_client(small_settings).get_collection(first.collection).id == before
+
+
+def test_a_lasting_outage_raises_index_unavailable_and_deletes_nothing(
+    small_settings: Settings, hash_embedder: HashEmbedder
+) -> None:
+    corpus, _, first = build(small_settings, hash_embedder)
+    down = FlakyClient(open_client(small_settings), "get_collection", failures=10**6)
+    with pytest.raises(IndexUnavailableError, match="ConnectError"):
+        ensure_index(small_settings, corpus.passages, hash_embedder, corpus.fingerprint,
+                     client=down)
+    assert collection_names(small_settings) == [first.collection]
+
+
+def test_query_with_no_active_collection_is_unavailable_and_names_the_command(
+    settings: Settings,
+) -> None:
+    index = VectorIndex(lambda: open_client(settings), "pce", "0000", str(settings.chroma_path))
+    with pytest.raises(IndexUnavailableError, match="pce-assistant index"):
+        index.query([0.0] * 8, 3)
 
 
 # --- retrievers ----------------------------------------------------------------------------------
