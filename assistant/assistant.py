@@ -411,6 +411,7 @@ class Assistant(Runnable[Any, Answer]):
             states_finding=said_now is not None
             and (said_now.has_clinical_finding() or said_now.asks_management),
             names_source=bool(named),
+            explicit_findings=not explicit.is_empty(),
         )
         if not decision.in_scope:
             answer = Answer(

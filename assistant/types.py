@@ -391,6 +391,11 @@ class Findings(Frozen):
     procedure: str | None = None
     evidence: tuple[Evidence, ...] = ()
     conflicts: tuple[Conflict, ...] = ()
+    overridden: tuple[Evidence, ...] = Field(
+        default=(),
+        description="Earlier statements a later one superseded (the latest stated state wins): "
+        "shown with the basis, never used for the value.",
+    )
     unclear_location: str | None = Field(
         default=None, description="A location term that maps to neither class (e.g. 'lobar')."
     )

@@ -169,12 +169,18 @@ def test_out_of_scope_question_gets_no_recommendation_and_no_citations(
     assert any(n.startswith("Scope:") for n in answer.notes)
 
 
-def test_out_of_scope_ignores_explicit_findings(assistant: Assistant) -> None:
+def test_explicit_findings_put_the_question_in_scope_whatever_its_wording(
+    assistant: Assistant,
+) -> None:
+    # Issue 11 changed this (it was refused as out of scope): findings sent as data say the
+    # question is about this patient's cement embolism, so the table's card is given.
     answer = assistant.ask(
         "Antibiotic dose for cellulitis?", findings={"symptomatic": True, "location": "central"}
     )
-    assert answer.in_scope is False
-    assert answer.recommendation is None
+    assert answer.in_scope is True
+    assert answer.recommendation is not None
+    assert answer.recommendation.tier == "surgical_embolectomy"
+    assert "Scope:" not in " ".join(answer.notes)
 
 
 # --- management and knowledge questions ----------------------------------------------------------

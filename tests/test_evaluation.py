@@ -40,6 +40,7 @@ from assistant.evals.metrics import (
     recall_at_k,
     reciprocal_rank,
     retrieved,
+    wrong_definite_tiers,
 )
 from assistant.evals.report import write_ragas, write_report
 from assistant.evals.runner import (
@@ -531,3 +532,34 @@ def test_cli_gate_exits_1_and_prints_the_broken_cases(
     assert (tmp_path / "out" / "ragas-hybrid.jsonl").is_file()
     args.gate, args.split = True, "dev"
     assert cli.cmd_eval(args) == 2
+
+
+# --- the wrong-definite-tier gate (issue 11) -----------------------------------------------------
+
+
+def test_wrong_definite_tiers_counts_only_a_definite_tier_other_than_the_expected_one() -> None:
+    pairs = [
+        ("surveillance", "anticoagulation"),  # wrong definite
+        ("needs_information", "surgical_embolectomy"),  # wrong definite: it should have asked
+        ("none", "surveillance"),  # wrong definite: no card was due
+        ("anticoagulation", "needs_information"),  # asked: not counted
+        ("anticoagulation", "none"),  # no card: not counted
+        ("surveillance", "surveillance"),
+    ]
+    assert wrong_definite_tiers(pairs) == 3
+    assert summarise([result("w", "surveillance", "anticoagulation")]).wrong_definite_tiers == 1
+
+
+def test_gate_fails_on_one_wrong_definite_tier_and_names_the_case() -> None:
+    results = [
+        result("w1", "needs_information", "anticoagulation"),
+        result("ok", "surveillance", "surveillance"),
+        result("d1", "surveillance", "anticoagulation", split="dev"),
+    ]
+    run = EvalRun(created="2099-01-02T03:04:05+00:00", versions=VERSIONS.model_dump(),
+                  split="all", sets=["tiny"], counts={"tiny": {"dev": 1, "test": 2, "total": 3}},
+                  modes={"hybrid": evaluation._summarise_mode("hybrid", "fp", results)})
+    failures = "\n".join(gate_failures(run))
+    assert "hybrid wrong_definite_tiers = 1 > 0 (test split)" in failures
+    assert "w1: tier: expected needs_information, got anticoagulation" in failures
+    assert "d1" not in failures  # dev split

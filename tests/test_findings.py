@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from assistant.clinical.anatomy import find_sites
 from assistant.clinical.findings import extract_findings, resolve_findings
 from assistant.clinical.lexicon import DEFAULT_LEXICON_PATH, Lexicon, load_lexicon
 from assistant.clinical.rules import RuleTable, load_rules
@@ -193,16 +194,28 @@ def test_hedge_words_in_a_question_do_not_make_findings_uncertain(lexicon: Lexic
 
 
 def test_asserted_asymptomatic_and_symptom_give_conflict_with_both_spans(lexicon: Lexicon) -> None:
-    text = "Asymptomatic on day 1, now dyspnoeic. Peripheral emboli."
+    # Same time frame (no time marker): a conflict, and the tool asks.
+    text = "Asymptomatic. Dyspnoeic on exertion. Peripheral emboli."
     findings = extract_findings(text, lexicon)
     assert findings.symptomatic is None
     (conflict,) = findings.conflicts
     assert conflict.finding == "symptomatic"
     assert [(e.text, e.value) for e in conflict.evidence] == [
         ("Asymptomatic", "no"),
-        ("dyspnoeic", "yes"),
+        ("Dyspnoeic", "yes"),
     ]
     assert not [e for e in findings.evidence if e.finding == "symptomatic"]
+
+
+def test_later_state_wins_and_the_overridden_span_is_kept(lexicon: Lexicon) -> None:
+    # Issue 11 changed this: 'now' makes the later statement win instead of a conflict.
+    text = "Asymptomatic on day 1, now dyspnoeic. Peripheral emboli."
+    findings = extract_findings(text, lexicon)
+    assert findings.symptomatic is True and not findings.conflicts
+    assert [(e.text, e.value) for e in findings.evidence if e.finding == "symptomatic"] == [
+        ("dyspnoeic", "yes")
+    ]
+    assert [(e.text, e.value) for e in findings.overridden] == [("Asymptomatic", "no")]
 
 
 def test_exclusions_keep_look_alike_phrases_out(lexicon: Lexicon) -> None:
@@ -243,8 +256,8 @@ def test_numeric_thresholds_are_marked_as_tool_conventions(lexicon: Lexicon) -> 
         "systolic_hypotension",
     }
     assert all("convention" in r.convention.lower() for r in lexicon.numeric)
-    assert "convention" in lexicon.location.convention.lower()
-    assert "most proximal" in lexicon.location.precedence_convention.lower()
+    assert "convention" in lexicon.anatomy.convention.lower()
+    assert "most proximal" in lexicon.anatomy.precedence_convention.lower()
 
 
 # --- evidence ------------------------------------------------------------------------------------
@@ -266,7 +279,7 @@ def test_evidence_offsets_slice_the_span_from_the_text(lexicon: Lexicon) -> None
         "HR 120",
         "BP 78/40",
         "right atrium",
-        "segmental",
+        "segmental arteries",  # the whole site, as parsed from the anatomy
     }
 
 
@@ -406,7 +419,7 @@ def test_history_must_be_a_list_of_text(lexicon: Lexicon) -> None:
 
 def test_question_conflict_is_not_filled_in_from_history(lexicon: Lexicon) -> None:
     findings = resolve_findings(
-        "Asymptomatic but now breathless.", lexicon, history=["Asymptomatic."]
+        "Asymptomatic, but SpO2 88% on air.", lexicon, history=["Asymptomatic."]
     )
     assert findings.symptomatic is None
     assert [c.finding for c in findings.conflicts] == ["symptomatic"]
@@ -425,7 +438,14 @@ def write_lexicon(tmp_path: Path, data: dict[str, Any], edit: Any) -> Path:
     edit(data)
     path = tmp_path / "lexicon.yaml"
     path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    copy_anatomy(tmp_path)
     return path
+
+
+def copy_anatomy(directory: Path) -> None:
+    """The lexicon is read with the anatomy vocabulary beside it."""
+    source = DEFAULT_LEXICON_PATH.with_name("anatomy.yaml")
+    (directory / "anatomy.yaml").write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
 
 
 def test_default_lexicon_loads_once_per_file() -> None:
@@ -447,13 +467,15 @@ def test_lexicon_missing_key_names_file_and_key(
 
 def test_lexicon_bad_regex_names_file_and_key(tmp_path: Path, lexicon_data: dict[str, Any]) -> None:
     path = write_lexicon(
-        tmp_path, lexicon_data, lambda d: d["symptomatic"]["present"].__setitem__(1, "dysp(nea")
+        tmp_path,
+        lexicon_data,
+        lambda d: d["symptomatic"]["present"]["dyspnoea"].__setitem__(1, "dysp(nea"),
     )
     with pytest.raises(RulesError) as info:
         load_lexicon(path)
     (problem,) = info.value.problems
     assert problem.startswith("lexicon.yaml:")
-    assert ": symptomatic.present[1]: invalid regular expression 'dysp(nea'" in problem
+    assert ": symptomatic.present.dyspnoea[1]: invalid regular expression 'dysp(nea'" in problem
     assert str(path.resolve()) in str(info.value)
 
 
@@ -484,6 +506,7 @@ def test_lexicon_numeric_rule_must_capture_value(
 def test_lexicon_that_is_not_a_mapping_or_missing_is_a_rules_error(tmp_path: Path) -> None:
     path = tmp_path / "lexicon.yaml"
     path.write_text("- just a list\n", encoding="utf-8")
+    copy_anatomy(tmp_path)
     with pytest.raises(RulesError, match="top level must be a mapping"):
         load_lexicon(path)
     with pytest.raises(RulesError, match="cannot read"):
@@ -520,3 +543,153 @@ def test_question_about_this_patient_still_asks_for_management(
     question: str, lexicon: Lexicon
 ) -> None:
     assert resolve_findings(question, lexicon).asks_management
+
+
+# --- anatomy as structure (issue 11) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("lower lobar branch of the right pulmonary artery", ("lobar", "lobar", "right")),
+        ("the RPA's lower-lobe branch", ("lobar", "lobe", "right")),
+        ("segmental branches of the LPA", ("peripheral", "segmental", "left")),
+        ("LPA segmental branches", ("peripheral", "segmental", "left")),
+        ("a branch of the RPA", ("unclear", "branch", "right")),
+        ("a right hilar pulmonary artery branch", ("unclear", "branch", "right")),
+        ("RLL pulmonary artery", ("lobar", "lobe", "right")),
+        ("segmental arteries of the right lower lobe", ("peripheral", "segmental", "right")),
+        ("the left main pulmonary artery", ("central", "trunk", "left")),
+        ("cement in both the RPA", ("central", "main", "right")),
+    ],
+)
+def test_a_vessel_mention_takes_the_level_of_its_most_distal_qualifier(
+    text: str, expected: tuple[str, str, str], lexicon: Lexicon
+) -> None:
+    (site,) = [s for s in find_sites(text, lexicon.anatomy) if s.kind == "pulmonary"]
+    assert (site.location_class, site.level, site.side) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Main PA diameter 32 mm. Asymptomatic.",  # anatomy without cement
+        "No abnormality of the pulmonary artery or its distal branches. Cement in the IVC.",
+        "The main and left pulmonary arteries are unremarkable; cement in the azygos vein.",
+        "?cement in the RPA on the chest film.",  # hedged alone
+        "Cement emboli in the left lower lobe.",  # a lobe is no vessel level
+        "Post L1-L3 segmental instrumentation, pain improved, asymptomatic.",  # not emboli
+    ],
+)
+def test_anatomy_that_holds_no_asserted_cement_sets_no_location(
+    text: str, lexicon: Lexicon
+) -> None:
+    findings = extract_findings(text, lexicon)
+    assert findings.location is None and findings.unclear_location is None
+    assert not [c for c in findings.conflicts if c.finding == "location"]
+
+
+def test_a_hedged_proximal_site_needs_no_cement_word_to_make_the_tool_ask(
+    lexicon: Lexicon,
+) -> None:
+    text = "Peripheral cement emboli. Central component not excluded. Asymptomatic."
+    findings = extract_findings(text, lexicon)
+    assert findings.location is None
+    assert [c.finding for c in findings.conflicts] == ["location"]
+
+
+def test_cement_in_a_heart_chamber_is_intracardiac_never_a_location(lexicon: Lexicon) -> None:
+    text = "Cement fragment in the right ventricle; no pulmonary emboli."
+    findings = extract_findings(text, lexicon)
+    assert (findings.intracardiac_cement, findings.location) == (True, None)
+    tip = extract_findings("PICC tip projects over the right atrium.", lexicon)
+    assert tip.intracardiac_cement is None
+
+
+# --- symptoms, time and population (issue 11) ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("She remained asymptomatic and did not develop complications.", False),
+        ("Not asymptomatic: breathless on stairs.", True),
+        ("No longer asymptomatic.", True),
+        ("She does not feel well.", True),
+        ("Feels fine, no complaints at all.", False),
+        ("Denies any complaints.", False),
+        ("Doing well.", False),
+        ("Became symptomatic on day 3.", True),
+        ("Symptoms of pulmonary embolism developed a month later.", True),
+        ("Dry cough for a week.", None),  # unverified alone: ask
+        ("Haemoptysis and dyspnoea.", True),  # a verified symptom decides
+        ("Known COPD with baseline breathlessness, unchanged.", None),
+        ("Incidental cement emboli.", False),
+        ("Incidentally found; progressive dyspnoea and HR 108.", True),  # stated symptoms win
+        ("Dyspnoea? No. Chest pain? No.", False),  # a question answered in the note
+        ("SOB? Awaiting review.", None),  # asked, not stated
+        ("Dyspnoea? Yes.", True),
+        ("The patient has no symptoms.", False),  # not a generic 'has ... symptoms'
+    ],
+)
+def test_symptom_statements(text: str, value: bool | None, lexicon: Lexicon) -> None:
+    findings = extract_findings(text, lexicon)
+    assert findings.symptomatic is value
+    assert not findings.conflicts
+
+
+def test_cough_alone_is_shown_as_the_unverified_reason(lexicon: Lexicon) -> None:
+    findings = extract_findings("Dry cough since the vertebroplasty.", lexicon)
+    assert [(e.text, e.value) for e in findings.evidence if e.finding == "symptomatic"] == [
+        ("cough", "unverified")
+    ]
+
+
+def test_initially_stable_then_shock_keeps_both_spans(lexicon: Lexicon) -> None:
+    text = "Initially stable, then refractory shock requiring vasopressors."
+    findings = extract_findings(text, lexicon)
+    assert findings.hemodynamic_instability is True and not findings.conflicts
+    assert {e.text for e in findings.evidence if e.finding == "hemodynamic_instability"} >= {
+        "refractory shock",
+        "vasopressors",
+    }
+    assert [e.text for e in findings.overridden] == ["Initially stable"]
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "Are most pulmonary cement emboli symptomatic?",
+        "How often is cement found in the pulmonary artery after vertebroplasty?",
+        "What proportion of patients with central emboli develop dyspnoea?",
+        "Are peripheral cement emboli usually asymptomatic?",
+        "Which reports describe vertebroplasty cement perforating the RV free wall?",
+    ],
+)
+def test_population_questions_state_no_patient_finding(question: str, lexicon: Lexicon) -> None:
+    findings = extract_findings(question, lexicon)
+    assert not findings.has_clinical_finding() and findings.procedure is None
+
+
+def test_history_statement_superseded_by_this_turn_is_shown_as_overridden(
+    lexicon: Lexicon,
+) -> None:
+    findings = resolve_findings("Now short of breath.", lexicon, history=["Asymptomatic."])
+    assert findings.symptomatic is True
+    assert [(e.text, e.origin, e.turn) for e in findings.overridden] == [
+        ("Asymptomatic", "history", 0)
+    ]
+
+
+def test_anatomy_file_errors_name_the_anatomy_file(tmp_path: Path) -> None:
+    (tmp_path / "lexicon.yaml").write_text(
+        DEFAULT_LEXICON_PATH.read_text(encoding="utf-8"), encoding="utf-8"
+    )
+    anatomy = yaml.safe_load(DEFAULT_LEXICON_PATH.with_name("anatomy.yaml").read_text("utf-8"))
+    anatomy["levels"][0]["clas"] = anatomy["levels"][0].pop("class")
+    (tmp_path / "anatomy.yaml").write_text(yaml.safe_dump(anatomy), encoding="utf-8")
+    with pytest.raises(RulesError) as info:
+        load_lexicon(tmp_path / "lexicon.yaml")
+    assert info.value.path == str((tmp_path / "anatomy.yaml").resolve())
+    problems = "\n".join(info.value.problems)
+    assert "anatomy.yaml:60: levels[trunk].class: required field is missing" in problems

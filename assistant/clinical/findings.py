@@ -1,27 +1,33 @@
-"""Findings from free text: deterministic term matching with ConText-style negation and uncertainty.
+"""Findings from free text, decided from the mentions that ``clinical/context.py`` reads.
 
 ``extract_findings`` reads one text; ``resolve_findings`` merges form/API values (which win), the
 current question and earlier user turns (later wins). Every value keeps the ``Evidence`` that set
-it, and a text that contradicts itself yields a ``Conflict`` instead of a guess.
+it, the statements it superseded (``Findings.overridden``), and a text that contradicts itself
+yields a ``Conflict`` instead of a guess. (Why the engine is ours and not a clinical NLP library:
+see ``clinical/context.py``.)
 
-How one text is read:
+How each finding is decided from one text (conventions: ``knowledge/lexicon.yaml`` and
+``knowledge/anatomy.yaml``; hedged, baseline and population mentions assert nothing):
 
-1. Find every term, numeric rule and ConText trigger of the lexicon; where spans overlap the
-   longest wins (a tie goes to the finding term); spans inside an exclusion ('central line') drop.
-2. Each trigger modifies the findings in its scope: the first finding within ``window_words`` of it,
-   then further findings of a list, up to a terminator or a sentence end.
-3. Uncertain mentions assert nothing. For yes/no findings an asserted term beats a negated one
-   ('no chest pain, but dyspnoea' => yes), while an asserted 'asymptomatic' together with an
-   asserted symptom is a conflict. For location the most proximal asserted term governs.
+* Yes/no findings (symptoms, instability, cement in the heart): statements come in groups (one kind
+  of symptom each); an absent cue ('asymptomatic') speaks for every group. For each group the
+  latest stated phase wins ('initially stable, then shock'); within one phase a present term beats
+  a negated one ('no chest pain, but dyspnoea'), a normal number only clears an earlier abnormal
+  one, and an asserted absent cue together with a present symptom is a conflict. Cough and
+  haemoptysis are unverified: alone they leave symptoms unknown. 'Incidental' is weak: it counts
+  only when nothing else is said.
+* Location: the most proximal site that holds cement and is asserted decides; a hedged site more
+  proximal than it is a conflict; a negated site says nothing.
+* Procedure: the first vertebroplasty or kyphoplasty named and asserted.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
+from assistant.clinical.context import GENERIC, UNVERIFIED, Mention, read_mentions
 from assistant.clinical.lexicon import Lexicon
 from assistant.errors import InputError
 from assistant.types import Conflict, Evidence, ExplicitFindings, FindingName, Findings, Origin
@@ -36,44 +42,16 @@ BINARY_FINDINGS: tuple[BinaryName, ...] = (
 )
 FINDINGS: tuple[FindingName, ...] = (*BINARY_FINDINGS, "location", "procedure")
 
-# present/absent: a yes/no term; measured: a numeric rule that fired; label: location or procedure.
-MentionKind = Literal["present", "absent", "measured", "label"]
-TriggerKind = Literal[
-    "pre_negation",
-    "post_negation",
-    "pre_uncertainty",
-    "post_uncertainty",
-    "pseudo",
-    "terminator",
-]
 
+@dataclass
+class _Decision:
+    """One finding decided from one text: its value and the mentions behind it."""
 
-@dataclass(frozen=True)
-class _Mention:
-    finding: FindingName
-    kind: MentionKind
-    start: int
-    end: int
-    label: str = ""
-    negated: bool = False
-    uncertain: bool = False
-
-    @property
-    def supports(self) -> str:
-        """The value this mention is evidence for."""
-        if self.kind == "label":
-            return self.label
-        if self.kind == "measured":
-            return "yes"
-        asserts_yes = (self.kind == "present") != self.negated
-        return "yes" if asserts_yes else "no"
-
-
-@dataclass(frozen=True)
-class _Trigger:
-    kind: TriggerKind
-    start: int
-    end: int
+    value: Any = None
+    used: list[Mention] = field(default_factory=list)
+    overridden: list[Mention] = field(default_factory=list)
+    conflict: list[Mention] = field(default_factory=list)
+    unclear: str | None = None
 
 
 # --- one text ------------------------------------------------------------------------------------
@@ -83,272 +61,161 @@ def extract_findings(
     text: str, lexicon: Lexicon, *, origin: Origin = "text", turn: int | None = None
 ) -> Findings:
     """Read the findings asserted in one text. Pure: the same text gives the same Findings."""
-    mentions, triggers = _spans(text, lexicon)
-    mentions = _apply_context(text, mentions, triggers, lexicon)
-    asserted = [m for m in mentions if not m.uncertain]
+    mentions = read_mentions(text, lexicon)
 
-    def evidence(m: _Mention) -> Evidence:
+    def evidence(m: Mention) -> Evidence:
         return Evidence(
             finding=m.finding,
-            value=m.supports,
+            value=m.value,
             text=text[m.start : m.end],
             origin=origin,
             start=m.start,
             end=m.end,
             turn=turn,
-            negated=m.negated,
+            negated=m.negated or m.flipped,
         )
 
-    values: dict[str, Any] = {}
-    kept: list[_Mention] = []
-    conflicts: list[Conflict] = []
-    for name in BINARY_FINDINGS:
-        value, support, clash = _decide_yes_no([m for m in asserted if m.finding == name])
-        values[name] = value
-        kept += support
-        if clash:
-            conflicts.append(Conflict(finding=name, evidence=tuple(evidence(m) for m in clash)))
+    decisions: dict[FindingName, _Decision] = {
+        name: _decide_binary([m for m in mentions if m.finding == name]) for name in BINARY_FINDINGS
+    }
+    decisions["location"] = _decide_location(
+        [m for m in mentions if m.finding == "location"], lexicon
+    )
+    decisions["procedure"] = _decide_procedure([m for m in mentions if m.finding == "procedure"])
 
-    label, support = _decide_location([m for m in asserted if m.finding == "location"], lexicon)
-    doubt = _proximal_doubt(label, mentions, lexicon)
-    if doubt:
-        # "Peripheral emboli; central cannot be excluded": never settle on the milder class.
-        conflicts.append(
-            Conflict(finding="location", evidence=tuple(evidence(m) for m in support + doubt))
-        )
-    elif label in ("central", "peripheral"):
-        values["location"] = label
-    elif label is not None:
-        values["unclear_location"] = label
-    if not doubt:
-        kept += support
-
-    procedures = [m for m in asserted if m.finding == "procedure"]
-    procedure, support = _decide_procedure(procedures, lexicon)
-    values["procedure"] = procedure
-    kept += support
-
+    values: dict[str, Any] = {name: d.value for name, d in decisions.items()}
+    values["unclear_location"] = decisions["location"].unclear
+    used = [m for d in decisions.values() for m in d.used]
+    overridden = [m for d in decisions.values() for m in d.overridden]
+    conflicts = [
+        Conflict(finding=name, evidence=tuple(evidence(m) for m in _in_text_order(d.conflict)))
+        for name, d in decisions.items()
+        if d.conflict
+    ]
     return Findings(
         **values,
-        evidence=tuple(evidence(m) for m in _in_finding_order(kept)),
+        evidence=tuple(evidence(m) for m in _in_finding_order(used)),
         conflicts=tuple(conflicts),
+        overridden=tuple(evidence(m) for m in _in_finding_order(overridden)),
         # "What did Krueger recommend?" asks about a source, not what to do for this patient.
         asks_management=any(p.search(text) for p in lexicon.management)
         and not any(p.search(text) for p in lexicon.literature),
     )
 
 
-def _spans(text: str, lexicon: Lexicon) -> tuple[list[_Mention], list[_Trigger]]:
-    excluded = [(m.start(), m.end()) for p in lexicon.exclusions for m in p.finditer(text)]
-    mentions = [
-        m
-        for m in _find_mentions(text, lexicon)
-        if not any(m.start < end and start < m.end for start, end in excluded)
+def _decide_binary(mentions: list[Mention]) -> _Decision:
+    """Latest phase per group; a present term and an absent cue in one phase are a conflict."""
+    statements = [
+        m for m in mentions if not m.uncertain and not m.baseline and m.kind != "weak_absent"
     ]
-    kept = _longest_first([*mentions, *_find_triggers(text, lexicon)])
-    found = [s for s in kept if isinstance(s, _Mention)]
-    triggers = [s for s in kept if isinstance(s, _Trigger) and s.kind != "pseudo"]
-    return found, triggers
-
-
-def _find_mentions(text: str, lexicon: Lexicon) -> Iterator[_Mention]:
-    for name in BINARY_FINDINGS:
-        terms = getattr(lexicon, name)
-        kinds: tuple[tuple[MentionKind, Iterable[re.Pattern[str]]], ...] = (
-            ("present", terms.present),
-            ("absent", terms.absent),
-        )
-        for kind, patterns in kinds:
-            for pattern in patterns:
-                for m in pattern.finditer(text):
-                    yield _Mention(name, kind, m.start(), m.end())
-    for rule in lexicon.numeric:
-        for m in rule.pattern.finditer(text):
-            if rule.fires(float(m.group("value"))):
-                yield _Mention(rule.finding, "measured", m.start(), m.end(), label=rule.label)
-    groups: tuple[tuple[FindingName, Mapping[str, Iterable[re.Pattern[str]]]], ...] = (
-        ("location", lexicon.location.terms),
-        ("procedure", lexicon.procedure.terms),
-    )
-    for finding, by_label in groups:
-        for label, patterns in by_label.items():
-            for pattern in patterns:
-                for m in pattern.finditer(text):
-                    yield _Mention(finding, "label", m.start(), m.end(), label=label)
-
-
-def _find_triggers(text: str, lexicon: Lexicon) -> Iterator[_Trigger]:
-    ctx = lexicon.context
-    lists: tuple[tuple[TriggerKind, Iterable[re.Pattern[str]]], ...] = (
-        ("pre_negation", ctx.pre_negation),
-        ("post_negation", ctx.post_negation),
-        ("pre_uncertainty", ctx.pre_uncertainty),
-        ("post_uncertainty", ctx.post_uncertainty),
-        ("pseudo", ctx.pseudo),
-        ("terminator", (*ctx.terminators, ctx.sentence_boundary)),
-    )
-    for kind, patterns in lists:
-        for pattern in patterns:
-            for m in pattern.finditer(text):
-                yield _Trigger(kind, m.start(), m.end())
-
-
-def _longest_first(spans: Sequence[_Mention | _Trigger]) -> list[_Mention | _Trigger]:
-    """Keep the longest of overlapping spans, in text order."""
-    kept: list[_Mention | _Trigger] = []
-    for span in sorted(spans, key=_rank):
-        clash = [k for k in kept if k.start < span.end and span.start < k.end]
-        if not clash or all(_twin_triggers(k, span) for k in clash):
-            kept.append(span)
-    return sorted(kept, key=lambda s: (s.start, s.end))
-
-
-def _rank(span: _Mention | _Trigger) -> tuple[int, int, int]:
-    # Longest first; on a tie a finding term, then a pseudo-trigger ('No, ...'), then a trigger.
-    order = 0 if isinstance(span, _Mention) else 1 if span.kind == "pseudo" else 2
-    return (span.start - span.end, order, span.start)
-
-
-def _twin_triggers(a: _Mention | _Trigger, b: _Mention | _Trigger) -> bool:
-    """Two real triggers on one span both act (a word listed both as pre- and post-trigger)."""
-    return (
-        isinstance(a, _Trigger)
-        and isinstance(b, _Trigger)
-        and "pseudo" not in (a.kind, b.kind)
-        and (a.start, a.end) == (b.start, b.end)
-    )
-
-
-# --- negation and uncertainty --------------------------------------------------------------------
-
-
-def _apply_context(
-    text: str, mentions: list[_Mention], triggers: list[_Trigger], lexicon: Lexicon
-) -> list[_Mention]:
-    stops = [t for t in triggers if t.kind == "terminator"]
-    negated: set[int] = set()
-    uncertain: set[int] = set()
-    for trigger in triggers:
-        if trigger.kind in ("pre_negation", "pre_uncertainty"):
-            order = [i for i, m in enumerate(mentions) if m.start >= trigger.end]
-        elif trigger.kind in ("post_negation", "post_uncertainty"):
-            order = [i for i, m in reversed(list(enumerate(mentions))) if m.end <= trigger.start]
-        else:
-            continue
-        scope = _scope(text, trigger, [(i, mentions[i]) for i in order], stops, lexicon)
-        (negated if trigger.kind.endswith("negation") else uncertain).update(scope)
-    return [
-        replace(
-            m,
-            # A measurement is not a claim a trigger can deny ('denies dyspnoea, SpO2 86%').
-            negated=i in negated and m.kind != "measured",
-            uncertain=i in uncertain,
-        )
-        for i, m in enumerate(mentions)
-    ]
-
-
-def _scope(
-    text: str,
-    trigger: _Trigger,
-    candidates: list[tuple[int, _Mention]],
-    stops: list[_Trigger],
-    lexicon: Lexicon,
-) -> list[int]:
-    """Indices of the mentions a trigger modifies, walking away from it (forward or backward)."""
-    ctx = lexicon.context
-    scope: list[int] = []
-    previous: _Mention | _Trigger = trigger
-    for index, mention in candidates:
-        forward = mention.start >= previous.end
-        lo, hi = (previous.end, mention.start) if forward else (mention.end, previous.start)
-        if any(lo <= stop.start and stop.end <= hi for stop in stops):
-            break
-        gap = text[lo:hi]
-        limit = ctx.window_words if previous is trigger else ctx.chain_gap_words
-        if _word_count(gap) > limit:
-            break
-        if (
-            isinstance(previous, _Mention)
-            and previous.finding != mention.finding
-            and not any(j.search(gap) for j in ctx.cross_finding_joiners)
-        ):
-            break
-        scope.append(index)
-        previous = mention
-    return scope
-
-
-def _word_count(gap: str) -> int:
-    return sum(1 for token in gap.split() if any(ch.isalnum() for ch in token))
-
-
-# --- deciding each finding -----------------------------------------------------------------------
-
-
-def _decide_yes_no(
-    mentions: list[_Mention],
-) -> tuple[bool | None, list[_Mention], list[_Mention]]:
-    """Value, the mentions supporting it, and the mentions in conflict (if any)."""
-    yes = [m for m in mentions if m.supports == "yes"]
-    no = [m for m in mentions if m.supports == "no"]
-    # Only an asserted negative cue ('asymptomatic', 'haemodynamically stable') contradicts a yes;
-    # a negated symptom ('no chest pain') merely says that one symptom is absent.
-    firm_no = [m for m in no if m.kind == "absent" and not m.negated]
-    if yes and firm_no:
-        return None, [], sorted(yes + firm_no, key=lambda m: m.start)
+    weak = [m for m in mentions if m.kind == "weak_absent" and not m.uncertain and not m.negated]
+    groups = {m.group for m in statements if not m.for_every_group} | {GENERIC}
+    states = {
+        g: _group_state([m for m in statements if m.group == g or m.for_every_group])
+        for g in groups
+    }
+    verified = {g: st for g, st in states.items() if st is not None and g != UNVERIFIED}
+    clashes = [st for st in verified.values() if st.conflict]
+    yes = [st for st in verified.values() if st.value is True]
+    if clashes:
+        last_clash = max(st.phase for st in clashes)
+        later_yes = [st for st in yes if st.phase > last_clash]
+        if not later_yes:
+            return _Decision(conflict=_unique(m for st in clashes for m in st.conflict))
+        yes = later_yes
     if yes:
-        return True, yes, []
+        return _finish(True, _unique(m for st in yes for m in st.used), statements)
+    unverified = states.get(UNVERIFIED)
+    if unverified is not None and unverified.value == UNVERIFIED:
+        firm_no = [
+            m for m in statements if m.for_every_group and m.phase == unverified.phase
+        ]
+        if firm_no:  # 'asymptomatic' and a cough at the same time: ask which
+            return _Decision(conflict=_unique([*unverified.used, *firm_no]))
+        return _Decision(used=unverified.used)  # unverified alone: unknown, shown as the reason
+    no = [st for st in verified.values() if st.value is False]
     if no:
-        return False, no, []
-    return None, [], []
+        return _finish(False, _unique([*(m for st in no for m in st.used), *weak]), statements)
+    if weak:
+        return _Decision(value=False, used=weak)
+    return _Decision()
 
 
-def _decide_location(
-    mentions: list[_Mention], lexicon: Lexicon
-) -> tuple[str | None, list[_Mention]]:
-    """The most proximal asserted location (lexicon precedence); negated mentions say nothing."""
-    asserted = [m for m in mentions if not m.negated]
-    for label in lexicon.location.precedence:
-        support = [m for m in asserted if m.label == label]
-        if support:
-            return label, support
-    return None, []
+@dataclass
+class _GroupState:
+    value: Any
+    phase: int
+    used: list[Mention]
+    conflict: list[Mention] = field(default_factory=list)
 
 
-def _proximal_doubt(
-    label: str | None, mentions: list[_Mention], lexicon: Lexicon
-) -> list[_Mention]:
-    """Uncertain (not negated) mentions of a location more proximal than the asserted one."""
-    if label is None:
-        return []
-    rank = lexicon.location.precedence.index
-    return [
-        m
-        for m in mentions
-        if m.finding == "location" and m.uncertain and not m.negated and rank(m.label) < rank(label)
+def _group_state(statements: list[Mention]) -> _GroupState | None:
+    if not statements:
+        return None
+    phase = max(m.phase for m in statements)
+    now = [m for m in statements if m.phase == phase]
+    yes = [m for m in now if m.value == "yes"]
+    firm_no = [m for m in now if m.for_every_group]
+    if yes and firm_no:
+        return _GroupState(None, phase, [], conflict=[*yes, *firm_no])
+    if yes:
+        return _GroupState(True, phase, yes)
+    unverified = [m for m in now if m.value == UNVERIFIED]
+    if unverified:
+        return _GroupState(UNVERIFIED, phase, unverified)
+    no = [m for m in now if m.value == "no"]
+    if no:
+        return _GroupState(False, phase, no)
+    return _GroupState(None, phase, [])  # a normal number cleared an earlier abnormal one
+
+
+def _finish(value: bool, used: list[Mention], statements: list[Mention]) -> _Decision:
+    """The decision, with the other statements that agree with it (any time) and the earlier ones
+    it superseded (the other value, an earlier phase)."""
+    shown = "yes" if value else "no"
+    last = max(m.phase for m in used)
+    agreeing = [m for m in statements if m.value == shown and m not in used]
+    overridden = [
+        m for m in statements if m not in used and m.value not in ("", shown) and m.phase < last
     ]
+    return _Decision(value=value, used=_unique([*used, *agreeing]), overridden=overridden)
 
 
-def _negates_location(text: str, label: str, lexicon: Lexicon) -> bool:
-    mentions, triggers = _spans(text, lexicon)
-    mentions = _apply_context(text, mentions, triggers, lexicon)
-    return any(m.finding == "location" and m.label == label and m.negated for m in mentions)
+def _decide_location(mentions: list[Mention], lexicon: Lexicon) -> _Decision:
+    """The most proximal asserted site; a more proximal hedged site makes it a conflict."""
+    precedence = lexicon.anatomy.precedence
+    asserted = [m for m in mentions if not m.negated and not m.uncertain]
+    hedged = [m for m in mentions if not m.negated and m.uncertain]
+    label = next((c for c in precedence if any(m.label == c for m in asserted)), None)
+    if label is None:
+        return _Decision()
+    support = [m for m in asserted if m.label == label]
+    doubt = [m for m in hedged if precedence.index(m.label) < precedence.index(label)]
+    if doubt:
+        # "Peripheral emboli; central cannot be excluded": never settle on the milder class.
+        return _Decision(conflict=[*support, *doubt])
+    if label in ("central", "peripheral"):
+        return _Decision(value=label, used=support)
+    return _Decision(used=support, unclear=label)
 
 
-def _decide_procedure(
-    mentions: list[_Mention], lexicon: Lexicon
-) -> tuple[str | None, list[_Mention]]:
-    asserted = [m for m in mentions if not m.negated]
-    specific = [m for m in asserted if m.label != lexicon.procedure.generic]
-    chosen = (specific or asserted)[:1]
-    if not chosen:
-        return None, []
-    label = chosen[0].label
-    return label, [m for m in asserted if m.label == label]
+def _decide_procedure(mentions: list[Mention]) -> _Decision:
+    asserted = [m for m in mentions if not m.negated and not m.uncertain]
+    if not asserted:
+        return _Decision()
+    label = asserted[0].label
+    return _Decision(value=label, used=[m for m in asserted if m.label == label])
 
 
-def _in_finding_order(mentions: list[_Mention]) -> list[_Mention]:
+def _unique(mentions: Any) -> list[Mention]:
+    return list(dict.fromkeys(mentions))
+
+
+def _in_text_order(mentions: list[Mention]) -> list[Mention]:
+    return sorted(mentions, key=lambda m: (m.start, m.end))
+
+
+def _in_finding_order(mentions: list[Mention]) -> list[Mention]:
     return sorted(mentions, key=lambda m: (FINDINGS.index(m.finding), m.start))
 
 
@@ -380,15 +247,29 @@ def resolve_findings(
     values: dict[str, Any] = {}
     evidence: list[Evidence] = []
     conflicts: list[Conflict] = []
+    overridden: list[Evidence] = []
     for name in FINDINGS:
-        layer = next((layer for layer in layers if _speaks_about(layer, name)), None)
-        if layer is None:
+        index = next((i for i, layer in enumerate(layers) if _speaks_about(layer, name)), None)
+        if index is None:
+            # Nothing decided; keep what explains the unknown (an unverified symptom, say).
+            said = next((ly for ly in layers if any(e.finding == name for e in ly.evidence)), None)
+            evidence += [e for e in said.evidence if e.finding == name] if said else []
             continue
+        layer = layers[index]
         values[name] = getattr(layer, name)
         if name == "location":
             values["unclear_location"] = layer.unclear_location
         evidence += [e for e in layer.evidence if e.finding == name]
         conflicts += [c for c in layer.conflicts if c.finding == name]
+        # What this layer superseded in itself, and what older layers said otherwise.
+        overridden += [e for e in layer.overridden if e.finding == name]
+        shown = {e.value for e in layer.evidence if e.finding == name}
+        overridden += [
+            e
+            for older in layers[index + 1 :]
+            for e in (*older.evidence, *older.overridden)
+            if e.finding == name and e.value not in shown
+        ]
     if not _speaks_about(form, "location"):
         texts = [question, *reversed(_checked_history(history))]
         _keep_central(values, evidence, list(zip(texts, layers[1:], strict=True)), lexicon)
@@ -396,6 +277,7 @@ def resolve_findings(
         **values,
         evidence=tuple(evidence),
         conflicts=tuple(conflicts),
+        overridden=tuple(overridden),
         # A form submission asks for a recommendation even when the question text does not.
         asks_management=current.asks_management or bool(stated.model_fields_set),
     )
@@ -430,6 +312,13 @@ def _speaks_about(layer: Findings, name: FindingName) -> bool:
     if name == "location" and layer.unclear_location is not None:
         return True
     return getattr(layer, name) is not None
+
+
+def _negates_location(text: str, label: str, lexicon: Lexicon) -> bool:
+    return any(
+        m.finding == "location" and m.label == label and m.negated
+        for m in read_mentions(text, lexicon, require_cement=False)
+    )
 
 
 def _checked_history(history: Sequence[str]) -> Sequence[str]:

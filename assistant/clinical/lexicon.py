@@ -1,28 +1,36 @@
-"""The term lexicon: findings terms and ConText trigger lists, loaded from YAML and checked at load.
+"""The term lexicon and anatomy vocabulary: loaded from YAML, checked at load, compiled once.
 
-The lexicon is data (``knowledge/lexicon.yaml``); this module only validates it and compiles every
-pattern once. A malformed file fails with ``RulesError`` naming the file, line and key
-(``assistant.data``).
+Both are data (``knowledge/lexicon.yaml`` and ``knowledge/anatomy.yaml`` beside it); this module
+only validates them (pydantic) and compiles every pattern once. A malformed file fails with
+``RulesError`` naming the file, line and key (``assistant.data``).
 """
 
 from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    model_validator,
+)
 
 from assistant.data import load_model
 from assistant.errors import Problem, RulesError
 from assistant.settings import default_knowledge_dir
 
-__all__ = ["DEFAULT_LEXICON_PATH", "Lexicon", "NumericRule", "load_lexicon"]
+__all__ = ["DEFAULT_LEXICON_PATH", "Anatomy", "Lexicon", "NumericRule", "load_lexicon"]
 
 DEFAULT_LEXICON_PATH = default_knowledge_dir() / "lexicon.yaml"
+ANATOMY_FILE = "anatomy.yaml"
 
 # Word boundary only on a side where the matched text is a word character: 'no' must not match
 # inside 'not', yet a term may begin or end with punctuation ('?central', ';').
@@ -60,10 +68,21 @@ class _Strict(BaseModel):
 
 
 class BinaryTerms(_Strict):
-    present: Terms = Field(min_length=1, description="Asserted => the finding is present (yes).")
-    absent: Terms = Field(
-        default=(), description="Asserted => absent (no); negated => present (double negation)."
+    present: dict[str, Terms] = Field(
+        min_length=1, description="Group -> terms; asserted => present (yes) for that group."
     )
+    absent: Terms = Field(
+        default=(), description="Asserted => absent (no) for every group; flipped only by an "
+        "adjacent negation (context.double_negation)."
+    )
+
+
+class SymptomTerms(BinaryTerms):
+    generic: Terms = Field(description="Generic assertions of symptoms ('became symptomatic').")
+    unverified_convention: str = Field(min_length=1)
+    unverified: Terms = Field(description="Alone they leave symptom status unknown (dossier §10).")
+    weak_absent_convention: str = Field(min_length=1)
+    weak_absent: Terms = Field(description="Weak evidence of no symptoms ('incidental').")
 
 
 class NumericRule(_Strict):
@@ -71,6 +90,7 @@ class NumericRule(_Strict):
 
     id: str
     finding: Literal["symptomatic", "hemodynamic_instability"]
+    group: str = Field(description="The present-term group a value updates ('hypoxaemia').")
     label: str = Field(description="What the value means when the rule fires ('hypoxaemia').")
     pattern: Term = Field(description="Must capture the number in a group named 'value'.")
     operator: Literal["<", "<=", ">", ">="]
@@ -86,29 +106,15 @@ class NumericRule(_Strict):
             raise ValueError("plausible must be [low, high] with low < high")
         return self
 
+    def plausible_value(self, value: float) -> bool:
+        return self.plausible[0] <= value <= self.plausible[1]
+
     def fires(self, value: float) -> bool:
-        low, high = self.plausible
-        return low <= value <= high and _OPERATORS[self.operator](value, self.threshold)
-
-
-class LocationTerms(_Strict):
-    convention: str = Field(min_length=1)
-    precedence_convention: str = Field(min_length=1)
-    precedence: tuple[str, ...] = Field(description="Location labels, most proximal first.")
-    terms: dict[str, Terms]
-
-    @model_validator(mode="after")
-    def _check(self) -> LocationTerms:
-        missing = {"central", "peripheral"} - set(self.terms)
-        if missing:
-            raise ValueError(f"terms must define {', '.join(sorted(missing))}")
-        if sorted(self.precedence) != sorted(self.terms):
-            raise ValueError("precedence must list each label in terms exactly once")
-        return self
+        return self.plausible_value(value) and _OPERATORS[self.operator](value, self.threshold)
 
 
 class ProcedureTerms(_Strict):
-    generic: str = Field(description="The procedure name that a specific one overrides.")
+    generic: str = Field(description="A name that only normalises form/API values.")
     terms: dict[str, Terms] = Field(description="Canonical procedure name -> its terms.")
 
     @model_validator(mode="after")
@@ -118,46 +124,146 @@ class ProcedureTerms(_Strict):
         return self
 
 
+class BaselineTerms(_Strict):
+    convention: str = Field(min_length=1)
+    pre: Terms
+    post: Terms
+    change: Terms = Field(description="A change word near the symptom cancels the baseline.")
+
+
 class ContextTerms(_Strict):
     pre_negation: Terms
     post_negation: Terms
     pre_uncertainty: Terms
     post_uncertainty: Terms
+    anatomy_post_negation: Terms = Field(description="Negate vessel and heart sites only.")
+    query_after: Terms = Field(description="A '?' right after a symptom: asked, not stated.")
+    query_words: int = Field(ge=0, le=20, description="...if at most this many words precede it.")
     pseudo: Terms = Field(description="Look like triggers but modify nothing.")
     terminators: Terms
     sentence_boundary: Regex
     window_words: int = Field(ge=0, le=20)
+    uncertainty_window_words: int = Field(ge=0, le=20)
     chain_gap_words: int = Field(ge=0, le=20)
     cross_finding_joiners: Terms
+    double_negation: Terms = Field(description="Negations that flip an ADJACENT absent cue.")
+    baseline: BaselineTerms
+
+
+class PopulationTerms(_Strict):
+    convention: str = Field(min_length=1)
+    any_sentence: Terms
+    question_sentence: Terms
+
+
+class TimeTerms(_Strict):
+    convention: str = Field(min_length=1)
+    earlier: Terms
+    later: Terms
+    current: Terms
+
+
+class Level(_Strict):
+    id: str
+    location_class: str = Field(alias="class")
+    qualifier: bool = Field(
+        default=False, description="A word that describes emboli ('segmental'), not a vessel name."
+    )
+    terms: Terms = Field(min_length=1)
+
+
+class Anatomy(_Strict):
+    """knowledge/anatomy.yaml: vessel and heart vocabulary (read by clinical/anatomy.py)."""
+
+    version: str
+    convention: str = Field(min_length=1)
+    rules_convention: str = Field(min_length=1)
+    precedence_convention: str = Field(min_length=1)
+    cement_convention: str = Field(min_length=1)
+    precedence: tuple[str, ...] = Field(description="Location classes, most proximal first.")
+    levels: tuple[Level, ...] = Field(min_length=1, description="Vessel levels, proximal first.")
+    branch: Terms
+    lobe: Terms
+    vessel: Terms
+    linker: Regex
+    unclear_statements: Terms
+    sides: dict[str, Terms]
+    heart: Terms
+    cement_cues: Terms
+    exclusions: Terms
+
+    @model_validator(mode="after")
+    def _check(self) -> Anatomy:
+        missing = {"central", "lobar", "unclear", "peripheral"} - set(self.precedence)
+        if missing:
+            raise ValueError(f"precedence must list {', '.join(sorted(missing))}")
+        unknown = {lv.location_class for lv in self.levels} - set(self.precedence)
+        if unknown:
+            raise ValueError(f"levels use classes not in precedence: {', '.join(sorted(unknown))}")
+        return self
 
 
 class Lexicon(_Strict):
     version: str
-    symptomatic: BinaryTerms
+    symptomatic: SymptomTerms
     hemodynamic_instability: BinaryTerms
-    intracardiac_cement: BinaryTerms
     numeric: tuple[NumericRule, ...]
-    location: LocationTerms
     procedure: ProcedureTerms
     management: Terms = Field(min_length=1)
     literature: Terms = Field(
         description="A question about what a source did or said, not about this patient."
     )
     exclusions: Terms = Field(description="Spans that look like a term but are not one.")
+    population: PopulationTerms
+    time: TimeTerms
     context: ContextTerms
+    # Loaded from the sibling anatomy.yaml (the validation context), not from lexicon.yaml.
+    anatomy: Anatomy
+
+    @model_validator(mode="before")
+    @classmethod
+    def _with_anatomy(cls, data: Any, info: ValidationInfo) -> Any:
+        if isinstance(data, Mapping):
+            if "anatomy" in data:
+                raise ValueError("anatomy: the anatomy vocabulary lives in anatomy.yaml")
+            anatomy = (info.context or {}).get("anatomy")
+            if anatomy is not None:
+                return {**data, "anatomy": anatomy}
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> Lexicon:
+        for rule in self.numeric:
+            groups = getattr(self, rule.finding).present
+            if rule.group not in groups:
+                raise ValueError(
+                    f"numeric rule {rule.id!r}: group {rule.group!r} is not a present group of "
+                    f"{rule.finding} ({', '.join(sorted(groups))})"
+                )
+        return self
 
 
-def load_lexicon(path: Path | str | None = None) -> Lexicon:
-    """Load and validate the lexicon; cached per file (and re-read when the file changes)."""
+def load_lexicon(path: Path | str | None = None, anatomy_path: Path | str | None = None) -> Lexicon:
+    """Load and validate the lexicon and its anatomy vocabulary (``anatomy.yaml`` beside it unless
+    given); cached per pair of files and re-read when either changes."""
     resolved = Path(path or DEFAULT_LEXICON_PATH).resolve()
+    anatomy = Path(anatomy_path or resolved.with_name(ANATOMY_FILE)).resolve()
+    return _load(
+        resolved, _mtime(resolved, "lexicon"), anatomy, _mtime(anatomy, "anatomy vocabulary")
+    )
+
+
+def _mtime(path: Path, what: str) -> int:
     try:
-        mtime = resolved.stat().st_mtime_ns
+        return path.stat().st_mtime_ns
     except OSError as exc:
-        problem = Problem(resolved.name, f"cannot read the lexicon: {exc.strerror}")
-        raise RulesError([problem], resolved) from exc
-    return _load(resolved, mtime)
+        problem = Problem(path.name, f"cannot read the {what}: {exc.strerror}")
+        raise RulesError([problem], path) from exc
 
 
 @lru_cache(maxsize=8)
-def _load(path: Path, mtime_ns: int) -> Lexicon:
-    return load_model(path, Lexicon, error=RulesError, what="lexicon")
+def _load(path: Path, mtime_ns: int, anatomy_path: Path, anatomy_mtime_ns: int) -> Lexicon:
+    anatomy = load_model(anatomy_path, Anatomy, error=RulesError, what="anatomy vocabulary")
+    return load_model(
+        path, Lexicon, error=RulesError, context={"anatomy": anatomy}, what="lexicon"
+    )

@@ -61,7 +61,12 @@ class ScopeGuard:
         history_in_scope: bool = False,
         states_finding: bool = False,
         names_source: bool = False,
+        explicit_findings: bool = False,
     ) -> ScopeDecision:
+        # Findings sent as data (form, API, CDS Hooks) say the question is about this patient's
+        # cement embolism, whatever its wording ("What is the recommended management?").
+        if explicit_findings:
+            return ScopeDecision(True, "structured findings were given")
         core = bool(self.core.search(question))
         if self.other.search(question) and not core:
             return ScopeDecision(False, "names another condition")

@@ -107,3 +107,19 @@ def citation_problems(answer: Answer, known: Mapping[str, Passage]) -> list[str]
     if not answer.in_scope and answer.citations:
         problems.append("an abstention cites sources")
     return problems
+
+
+# --- the worst error, counted on its own (issue 11) ----------------------------------------------
+
+DEFINITE_TIERS = ("surveillance", "anticoagulation", "surgical_embolectomy")
+
+
+def is_wrong_definite(expected: str, predicted: str) -> bool:
+    """A definite tier that is not the expected label: the worst error this product can make
+    (asking - needs_information - or giving no card is never counted here)."""
+    return predicted in DEFINITE_TIERS and predicted != expected
+
+
+def wrong_definite_tiers(pairs: Iterable[tuple[str, str]]) -> int:
+    """(expected, predicted) tier labels -> how many cases got a wrong definite tier."""
+    return sum(is_wrong_definite(expected, predicted) for expected, predicted in pairs)

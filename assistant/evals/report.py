@@ -14,6 +14,7 @@ from assistant.evals.cases import LABELS
 from assistant.evals.runner import (
     ANSWER_GATE,
     GATE,
+    GATE_MAX,
     KS,
     EvalRun,
     Metrics,
@@ -24,6 +25,7 @@ from assistant.evals.runner import (
 ROWS: tuple[tuple[str, str], ...] = (
     ("tier_accuracy", "Tier accuracy (all cases)"),
     ("tier_accuracy_tiered", "Tier accuracy (cases expecting a tier)"),
+    ("wrong_definite_tiers", "Wrong definite tiers (count)"),
     ("needs_information_precision", "needs_information precision"),
     ("needs_information_recall", "needs_information recall"),
     ("escalation_accuracy", "Escalation accuracy"),
@@ -51,6 +53,8 @@ DENOMINATORS = {
 def _fmt(value: float | None, name: str = "") -> str:
     if value is None:
         return "n/a"
+    if isinstance(value, int):
+        return str(value)
     return f"{value:.0f}" if name.endswith("_ms") else f"{value:.3f}"
 
 
@@ -118,6 +122,9 @@ def gate_section(run: EvalRun) -> list[str]:
         value = getattr(test, name)
         ok = value is not None and value >= threshold
         lines.append(f"- {'PASS' if ok else 'FAIL'} `{name}` = {_fmt(value)} (≥ {threshold})")
+    for name, maximum in GATE_MAX.items():
+        count = getattr(test, name)
+        lines.append(f"- {'PASS' if count <= maximum else 'FAIL'} `{name}` = {count} (≤ {maximum})")
     narrative = test.narrative
     for name, (op, limit, _) in ANSWER_GATE.items():
         value = getattr(narrative, name) if narrative is not None else None
@@ -173,7 +180,8 @@ def summary_json(run: EvalRun) -> dict[str, object]:
     return {
         "created": run.created, "versions": run.versions, "split": run.split, "sets": run.sets,
         "counts": run.counts,
-        "gate": {"mode": gate_mode(run), "thresholds": GATE, "narrative_thresholds": ANSWER_GATE,
+        "gate": {"mode": gate_mode(run), "thresholds": GATE, "maximums": GATE_MAX,
+                 "narrative_thresholds": ANSWER_GATE,
                  "failures": gate_failures(run)},
         "modes": {
             m: {

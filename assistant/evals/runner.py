@@ -36,6 +36,7 @@ from assistant.evals.cases import (
 from assistant.evals.metrics import (
     citation_problems,
     confusion_matrix,
+    is_wrong_definite,
     missing_key_facts,
     ndcg_at_k,
     percentile,
@@ -44,6 +45,7 @@ from assistant.evals.metrics import (
     reciprocal_rank,
     retrieved,
     unique,
+    wrong_definite_tiers,
 )
 from assistant.settings import Settings
 from assistant.types import Answer, Passage
@@ -243,6 +245,9 @@ class Metrics(BaseModel):
     latency_p95_ms: float | None
     confusion: dict[str, dict[str, int]]
     narrative: NarrativeMetrics | None = None
+    wrong_definite_tiers: int = Field(
+        default=0, description="Cases given a definite tier other than the expected one."
+    )
 
 
 class NarrativeMetrics(BaseModel):
@@ -328,6 +333,7 @@ def summarise(results: Sequence[CaseResult]) -> Metrics:
         latency_p95_ms=percentile(latencies, 95),
         confusion=confusion_matrix((r.expected, r.predicted) for r in results),
         narrative=summarise_narrative(results),
+        wrong_definite_tiers=wrong_definite_tiers((r.expected, r.predicted) for r in results),
     )
 
 
@@ -469,7 +475,7 @@ def gate_failures(run: EvalRun) -> list[str]:
             for r in cases
             if kind in r.failures and broke(r)
         ]
-    return lines + narrative_gate_failures(run)
+    return lines + max_gate_failures(mode, metrics, cases) + narrative_gate_failures(run)
 
 
 def narrative_gate_failures(run: EvalRun) -> list[str]:
@@ -489,4 +495,24 @@ def narrative_gate_failures(run: EvalRun) -> list[str]:
         lines.append(f"{mode} {name} = {shown}, needs {op} {threshold} (test split)")
         lines += [f"    {r.id}: {kind}: {r.failures[kind]}" for r in cases if kind in r.failures
                   and (kind != "lead" or r.set == KNOWLEDGE_SET)]
+    return lines
+
+
+# Counts that must not EXCEED a maximum on the test split (GATE above holds minimums).
+GATE_MAX = {"wrong_definite_tiers": 0}
+
+
+def max_gate_failures(mode: str, metrics: Metrics, cases: Sequence[CaseResult]) -> list[str]:
+    """The wrong-definite-tier gate: any definite tier other than the expected one fails CI."""
+    lines: list[str] = []
+    for name, limit in GATE_MAX.items():
+        value = getattr(metrics, name)
+        if value <= limit:
+            continue
+        lines.append(f"{mode} {name} = {value} > {limit} (test split)")
+        lines += [
+            f"    {r.id}: tier: {r.failures.get('tier', '')}"
+            for r in cases
+            if is_wrong_definite(r.expected, r.predicted)
+        ]
     return lines
