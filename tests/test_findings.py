@@ -664,11 +664,24 @@ def test_initially_stable_then_shock_keeps_both_spans(lexicon: Lexicon) -> None:
         "What proportion of patients with central emboli develop dyspnoea?",
         "Are peripheral cement emboli usually asymptomatic?",
         "Which reports describe vertebroplasty cement perforating the RV free wall?",
+        "cancer pts with cement emboli - what share had symptoms?",
+        "Can you get hypotension and arrhythmia during cement injection?",
+        "Does pulmonary cement embolism cause chest pain?",
     ],
 )
 def test_population_questions_state_no_patient_finding(question: str, lexicon: Lexicon) -> None:
     findings = extract_findings(question, lexicon)
     assert not findings.has_clinical_finding() and findings.procedure is None
+
+
+def test_a_population_clause_does_not_erase_the_patients_findings_in_the_same_sentence(
+    lexicon: Lexicon,
+) -> None:
+    findings = extract_findings(
+        "Hypotensive after vertebroplasty with cement in the RPA; can cement emboli cause this?",
+        lexicon,
+    )
+    assert findings.hemodynamic_instability is True and findings.location == "central"
 
 
 def test_history_statement_superseded_by_this_turn_is_shown_as_overridden(

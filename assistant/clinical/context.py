@@ -146,8 +146,10 @@ def read_mentions(text: str, lexicon: Lexicon, *, require_cement: bool = True) -
     sentences = _sentences(text, lexicon)
     mentions, triggers = _spans(text, lexicon)
     mentions = _apply_context(text, mentions, triggers, lexicon)
-    population = [s for s in sentences if _is_population(text, s, lexicon)]
     clauses = _clauses(text, sentences, triggers)
+    # Per clause, so 'Hypotensive, cement in the RPA; can cement emboli cause this?' keeps the
+    # patient's findings of its first clause.
+    population = [c for c in clauses if _is_population(text, c, lexicon)]
     # A text naming no cement at all is a question to this PCE tool: emboli are implied.
     implied = not _holds_cement(text, _Segment(0, len(text)), lexicon)
     kept = []
@@ -195,9 +197,9 @@ def _clauses(text: str, sentences: list[_Segment], triggers: list[_Trigger]) -> 
         start = s.start
         for cut in cuts:
             if s.start < cut < s.end:
-                clauses.append(_Segment(start, cut))
+                clauses.append(_Segment(start, cut, s.question))
                 start = cut
-        clauses.append(_Segment(start, s.end))
+        clauses.append(_Segment(start, s.end, s.question))
     return clauses
 
 
@@ -206,6 +208,7 @@ def _clause_of(clauses: list[_Segment], m: Mention) -> _Segment:
 
 
 def _is_population(text: str, sentence: _Segment, lexicon: Lexicon) -> bool:
+    """A clause of a sentence that asks or states something about patients in general."""
     span = text[sentence.start : sentence.end]
     pop = lexicon.population
     if any(p.search(span) for p in pop.any_sentence):
