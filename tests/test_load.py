@@ -1,4 +1,4 @@
-"""Load on a real ``pce-assistant serve`` subprocess on loopback: 16 concurrent clients x 200 asks
+"""Load on a real ``pce-assistant serve`` subprocess on loopback: 16 concurrent clients x 50 asks
 with no error, and an audit trail holding every answer exactly once. Then bad traffic at the
 socket level, after which the same worker still answers.
 
@@ -23,7 +23,9 @@ from servers import ServeProcess, serve_cli
 pytestmark = pytest.mark.integration
 
 CLIENTS = 16
-REQUESTS_PER_CLIENT = 200
+# The 3,200-ask figure runs over the worker pool (tests/test_scale.py); one process gets a
+# shorter run of the same shape, which checks the same property (nothing lost or doubled).
+REQUESTS_PER_CLIENT = 50
 DEADLINE_S = 1500  # a bound, not a measurement: the load stops here even if unfinished
 QUESTIONS = [
     "Asymptomatic peripheral cement emboli after kyphoplasty: anticoagulate?",
@@ -53,7 +55,7 @@ def test_server_listens_on_loopback_only(server: ServeProcess) -> None:
 
 
 @pytest.mark.timeout(DEADLINE_S + 300)
-def test_16_clients_x_200_asks_all_answered_and_each_audited_exactly_once(
+def test_16_concurrent_clients_all_answered_and_each_audited_exactly_once(
     server: ServeProcess,
 ) -> None:
     before = len(server.ask_rows())
