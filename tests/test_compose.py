@@ -141,3 +141,41 @@ def test_needs_information_names_what_is_missing() -> None:
                                 "central or peripheral.")
 
 
+
+
+def test_a_question_about_a_convention_is_answered_by_the_convention_first() -> None:
+    kinds = KeyPoints(
+        kinds=(*KEY_POINTS.kinds,
+               QuestionKind("location-definition", "What counts as central",
+                            (re.compile(r"\bwhat\b.{0,30}\bcounts?\b.{0,30}\bcentral", re.I),),
+                            ("management",), ("alpha-2020#follow-up",), "location")),
+        cells=KEY_POINTS.cells,
+    )
+    rules = "Central = the pulmonary trunk or a main pulmonary artery. Lobar is not classified."
+    out = Composer(CLAIMS, key_points=kinds, labels=LABELS,
+                   conventions={"location": rules}).compose("What counts as central?", CLAIMS)
+    assert out.sentences[0].role == "convention" and out.sentences[0].cites == ()
+    assert out.text.startswith(rules)
+    other = Composer(CLAIMS, key_points=kinds, labels=LABELS, conventions={"location": rules})
+    assert rules not in other.compose("How common is cement embolism?", CLAIMS).text
+
+
+def test_the_note_on_this_patients_overlay_is_shown_and_no_other() -> None:
+    from assistant.types import Escalation
+
+    overlay = Topic.model_construct(id="intracardiac_cement", triggers=[re.compile("heart")],
+                                    note="Sources differ on cement in the heart "
+                                         "{delta-2018#incidence}.")
+    other = Topic.model_construct(id="incidence", triggers=[re.compile("heart")],
+                                  note="Rates differ {epsilon-2017#incidence}.")
+    escalated = SYMPTOMATIC.model_copy(update={"escalations": (
+        Escalation(id="intracardiac_cement", label="intracardiac cement", actions=("echo",),
+                   rationale="r", citations=()),)})
+    findings = Findings(symptomatic=True, location="peripheral", intracardiac_cement=True)
+    out = composer().compose("Breathless, cement in the heart: what now?", CLAIMS,
+                             [overlay, other], findings=findings, recommendation=escalated)
+    assert "Sources differ on cement in the heart" in out.text
+    assert "Rates differ" not in out.text
+    plain = composer().compose("Breathless, cement in the heart: what now?", CLAIMS,
+                               [overlay], findings=findings, recommendation=SYMPTOMATIC)
+    assert "Sources differ" not in plain.text

@@ -33,7 +33,7 @@ from assistant.answer.route import Route, Router
 from assistant.knowledge.keypoints import KeyPoints
 from assistant.types import Citation, Findings, Passage, Recommendation
 
-Role = Literal["tier", "claim", "note"]
+Role = Literal["tier", "claim", "note", "convention"]
 
 # Priors of where a claim comes from (tuned on the evaluation's dev split, evals/README.md).
 CELL_PRIOR = 1.6  # the evidence for this patient's cell of the table
@@ -186,8 +186,12 @@ class Composer:
         topic_texts: Mapping[str, str] | None = None,
         labels: Mapping[str, str] | None = None,
         names: Mapping[str, Sequence[str]] | None = None,
+        conventions: Mapping[str, str] | None = None,
     ) -> None:
         self.by_id = {p.id: p for p in passages}
+        # Conventions of the rules table a kind of question is answered by (key_points
+        # ``convention``): this tool's own definitions, shown first and labelled as such.
+        self.conventions = {k: " ".join(v.split()) for k, v in (conventions or {}).items()}
         self.idf = Idf(p.text for p in passages)
         self.key_points = key_points
         self.labels = dict(labels or {})
@@ -436,6 +440,9 @@ class Composer:
             noted=noted,
         )
         sentences = [Sentence(self.sentence_text(u), (u.passage.id,), "claim") for u in chosen]
+        convention = self._convention(routes, asking)
+        if convention is not None:  # "what counts as central?": the tool's own definition
+            sentences.insert(0, convention)
         if rec is not None:
             # About this patient, the tier is the answer; otherwise the evidence answers and
             # the table's need for findings closes the narrative.
@@ -446,17 +453,29 @@ class Composer:
             sentences.append(Sentence(note, tuple(topic.section_ids), "note"))
         return self.render(sentences, kinds=tuple(r.kind.id for r in routes))
 
+    def _convention(self, routes: Sequence[Route], asking: str) -> Sentence | None:
+        """The convention of the first kind the question's asking part is cued to, if any."""
+        for route in routes:
+            if route.cues and (not asking or route.kind.cue_hits(asking)):
+                text = self.conventions.get(route.kind.convention or "")
+                return Sentence(text, (), "convention") if text else None
+        return None
+
     def relevant_topics(
         self, topics: Sequence[Topic], rec: Recommendation | None, routes: Sequence[Route]
     ) -> list[Topic]:
         """A disagreement note only when the question is about the disputed topic: its cited
         claims share a topic with the kinds the question is routed to, and for a patient with a
         definite tier only the note about that very cell."""
+        overlays = {e.id for e in rec.escalations} if rec is not None else set()
         if rec is not None and rec.tier != "needs_information":
-            return [t for t in topics if t.id == rec.rule_id]
+            return [t for t in topics if t.id == rec.rule_id or t.id in overlays]
         wanted = {t for r in routes[:2] for t in r.kind.topics}
         relevant = []
         for topic in topics:
+            if topic.id in overlays:  # the dispute about this patient's overlay
+                relevant.append(topic)
+                continue
             cited = {
                 t for cid in topic.section_ids if cid in self.by_id for t in self.by_id[cid].topics
             }

@@ -195,7 +195,9 @@ def _score_narrative(
     result.lead = lead_ok(answer.text, case.key_facts)
     result.population_conflicts = population_conflicts(answer, known)
     result.attribution_problems = attribution_problems(answer, known)
-    tier = [s.text for s in answer.sentences if s.role == "tier"]
+    # The templated sentences (this patient's tier, the tool's location convention) are meant
+    # to recur; only the evidence counts for stock.
+    tier = [s.text for s in answer.sentences if s.role in ("tier", "convention")]
     result.evidence = evidence_sentences(answer.text, exclude=tier)
     f = result.failures
     if result.lead is False:
