@@ -179,3 +179,50 @@ def test_the_note_on_this_patients_overlay_is_shown_and_no_other() -> None:
     plain = composer().compose("Breathless, cement in the heart: what now?", CLAIMS,
                                [overlay], findings=findings, recommendation=SYMPTOMATIC)
     assert "Sources differ" not in plain.text
+
+
+def test_an_input_the_table_derived_counts_as_a_finding_for_populations() -> None:
+    # Instability counts as symptoms in the table; a claim about patients without symptoms
+    # must not be shown although the text itself stated no symptom status.
+    derived = SYMPTOMATIC.model_copy(update={"rule_id": "symptoms-unknown",
+                                             "tier": "needs_information",
+                                             "inputs": {"symptomatic": "yes",
+                                                        "location": "unknown"}})
+    out = composer().compose("Hypotensive with cement emboli: what now?", CLAIMS,
+                             findings=Findings(), recommendation=derived)
+    assert "alpha-2020#follow-up" not in {cid for s in out.sentences for cid in s.cites}
+
+
+def test_a_specific_kind_is_routed_before_the_general_one_and_typed_words_break_ties() -> None:
+    from assistant.answer.lexical import Idf
+    from assistant.answer.route import Router
+
+    general = QuestionKind("management", "Management", (re.compile(r"what\s+should\s+we\s+do"),),
+                           ("management",), ("alpha-2020#follow-up",), general=True)
+    unstable = QuestionKind("unstable", "Unstable", (re.compile(r"hypotens\w*"),),
+                            ("management",), ("beta-2021#anticoagulate",))
+    rates = QuestionKind("incidence", "How common", (re.compile(r"\bleak\s+rates?"),),
+                         ("incidence",), ("delta-2018#incidence",))
+    versus = QuestionKind("versus", "VP vs KP", (re.compile(r"\bvertebroplasty\s+vs\b"),),
+                          ("incidence",), ("epsilon-2017#incidence",))
+    router = Router(KeyPoints(kinds=(general, unstable, rates, versus), cells={}),
+                    {p.id: p.text for p in CLAIMS}, {}, Idf(p.text for p in CLAIMS))
+    first = router.route("What should we do if she becomes hypotensive?")[0]
+    assert first.kind.id == "unstable"
+    assert router.route("vertebroplasty vs kyphoplasty leak rates?")[0].kind.id == "versus"
+    # An expansion of an abbreviation feeds the cues but does not outweigh what was typed.
+    expanded = router.route("leak rates after VP?", "leak rates after VP? vertebroplasty vs")
+    assert [r.kind.id for r in expanded][:2] == ["incidence", "versus"]
+
+
+def test_how_long_is_answered_by_the_sentence_with_a_duration() -> None:
+    claims = [
+        claim("eta-2011#three-patients", "Anticoagulation after the embolism was given to 3 "
+              "patients.", topics=("management",)),
+        claim("zeta-2010#six-months", "Anticoagulation after the embolism was given for 6 "
+              "months.", topics=("management",)),
+    ]
+    kp = KeyPoints(kinds=(), cells={})
+    out = Composer(claims, key_points=kp).compose("How long was anticoagulation given after "
+                                                  "the embolism?", claims)
+    assert out.sentences[0].cites == ("zeta-2010#six-months",)

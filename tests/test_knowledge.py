@@ -361,7 +361,8 @@ def test_seed_only_lists_exactly_the_claims_without_a_dossier_fact() -> None:
     [
         ("Orthopaedic surgeon here, cement emboli on the CT, what do we do?", "source-wang-2012"),
         ("The spine surgeon wants to know what to do about peripheral emboli", "removal"),
-        ("Peripheral emboli after balloon kyphoplasty, anticoagulate?", "kyphoplasty-vs-vertebroplasty"),
+        ("Peripheral emboli after balloon kyphoplasty, anticoagulate?",
+         "kyphoplasty-vs-vertebroplasty"),
         ("Dyspnoea 3 months after vertebroplasty, segmental cement", "anticoagulation-duration"),
         ("Respiratory rate 28 and heart rate 112 with peripheral emboli", "incidence"),
         ("SpO2 88% on air, cement in both lower lobes", "incidence"),

@@ -70,6 +70,22 @@ QUANTITY_RE = re.compile(
     re.IGNORECASE,
 )
 NUMBER_RE = re.compile(r"\d")
+# What kind of quantity a question asks for, and what a sentence that gives it contains: "how
+# often" is answered by a rate, "how long" by a duration, "what dose" by a dose (tuned on dev).
+QUANTITY_KINDS: tuple[tuple[re.Pattern[str], re.Pattern[str]], ...] = tuple(
+    (re.compile(asked, re.IGNORECASE), re.compile(given, re.IGNORECASE))
+    for asked, given in (
+        (r"\bhow\s+(?:often|common|frequent\w*|likely|rare)\b|\bincidence\b|\brates?\b|"
+         r"\bpercent\w*|\bproportion\b|\bwhat\s+share\b|\bhow\s+many\s+(?:patients|cases|people)",
+         r"\d\s*%|\b\d+\s+of\s+(?:the\s+)?\d+|\bodds\s+ratio\b"),
+        (r"\bhow\s+(?:long|soon|late)\b|\bduration\b|\bhow\s+many\s+(?:months|weeks|days|years)\b",
+         r"\b\d+(?:\s*-\s*\d+)?\s*(?:days?|weeks?|months?|years?)\b|"
+         r"\b(?:one|two|three|four|six|ten|twelve)\s+(?:days?|weeks?|months?|years?)\b"),
+        (r"\bdos(?:e|es|ing)\b|\bhow\s+much\b",
+         r"\bmg\b|\bdose\b|\bcc\b|\bmL\b|\bvolume\b"),
+    )
+)
+QUANTITY_KIND_BONUS = 0.3
 # Words that ask rather than tell: they must not make a claim look relevant ("how long" is not
 # about a claim saying "long after").
 QUESTION_WORDS_RE = re.compile(
@@ -212,8 +228,8 @@ class Composer:
 
     # -- routing -----------------------------------------------------------------------------
 
-    def route(self, question: str) -> list[Route]:
-        return self.router.route(question) if self.router is not None else []
+    def route(self, question: str, expanded: str | None = None) -> list[Route]:
+        return self.router.route(question, expanded) if self.router is not None else []
 
     # -- candidates --------------------------------------------------------------------------
 
@@ -247,13 +263,18 @@ class Composer:
             rule_cited = {c.passage_id for c in rec.citations}
             cell = list(cells.get(rec.rule_id, ()))
             ordered = sorted(cell, key=lambda c: c not in rule_cited)  # stable: cell order kept
-            base = CELL_PRIOR if cell_leads else GENERIC_CELL_PRIOR
+            # For a patient the table cannot place yet, an overlay (instability, cement in the
+            # heart) is what can be acted on: its evidence comes before the row's.
+            waiting = rec.tier == "needs_information" and bool(rec.escalations)
+            base = CELL_PRIOR if cell_leads and not waiting else GENERIC_CELL_PRIOR
             for i, claim_id in enumerate(ordered):
                 bonus = RULE_CITED_BONUS if claim_id in rule_cited else 0.0
                 add(self.by_id.get(claim_id), base + bonus - STEP * i)
+            overlay = CELL_PRIOR if cell_leads and rec.tier == "needs_information" else (
+                ESCALATION_PRIOR)
             for escalation in rec.escalations:
                 for i, claim_id in enumerate(cells.get(escalation.id, ())):
-                    add(self.by_id.get(claim_id), ESCALATION_PRIOR - STEP * i)
+                    add(self.by_id.get(claim_id), overlay - STEP * i)
         for r, route in enumerate(routes[:ROUTES_USED]):
             if definite and cell_leads and route.kind.id == "management":
                 continue  # the patient's cell answers the management question
@@ -300,6 +321,10 @@ class Composer:
         p = unit.passage
         if findings is not None and p.population is not None and p.population.conflicts(findings):
             return False
+        if rec is not None and p.population is not None and p.population.conflicts(
+            _as_findings(rec.inputs)
+        ):
+            return False  # an input the table derived (instability counts as symptoms)
         if rec is not None and rec.tier != "needs_information" and p.id in self.cell_of:
             mine = {rec.rule_id, *(e.id for e in rec.escalations)}
             return bool(self.cell_of[p.id] & mine)  # another cell's evidence is not this patient's
@@ -317,15 +342,19 @@ class Composer:
         wants_number: bool,
         named: Sequence[str],
         noted: set[str],
+        quantities: Sequence[re.Pattern[str]] = (),
     ) -> list[_Unit]:
         """Best first, then maximal marginal relevance; no near-duplicates, at most PER_SOURCE
         sentences from a source the question does not name; a claim the disagreement note
-        states may only lead."""
+        states may only lead. ``quantities``: what a sentence giving the quantity asked for
+        contains (a rate, a duration, a dose)."""
         unit_terms = {u.key: set(terms(u.text)) for u in units}
         for u in units:
             u.score = u.prior() + lexical_weight * self.idf.coverage(query, unit_terms[u.key])
             if wants_number and NUMBER_RE.search(u.text):
                 u.score += NUMBER_BONUS
+            if any(given.search(u.text) for given in quantities):
+                u.score += QUANTITY_KIND_BONUS  # the very quantity asked for
         pool = sorted(units, key=lambda u: (-u.score, u.key))
         chosen: list[_Unit] = []
         per_source: dict[str, int] = {}
@@ -387,7 +416,7 @@ class Composer:
     ) -> Composition:
         """``expanded``: the question with its abbreviations spelt out (for word matching)."""
         expanded = expanded or question
-        routes = self.route(expanded) if routes is None else routes
+        routes = self.route(question, expanded) if routes is None else routes
         rec = recommendation
         stated = findings is not None and findings.has_clinical_finding()
         definite = rec is not None and rec.tier != "needs_information"
@@ -401,8 +430,15 @@ class Composer:
         parts = re.split(r"(?<=[.!?;])\s+", question.strip())
         asking = " ".join(s for s in parts if ASKING_RE.search(s))
         cued = [r.kind.id for r in routes if r.kind.cue_hits(asking)] if asking else []
-        knowledge_focus = (bool(cued) and cued[0] != "management" and not asks) or bool(
-            named or LITERATURE_RE.search(asking)  # about a published case or a source
+        # A management word among the findings ("warfarin", "symptomatic") does not make "how
+        # many months of warfarin?" a question about what to do: only a management cue in the
+        # asking part does. A question that asks nothing of management, about a patient the
+        # table cannot place yet, is a knowledge question.
+        wants_action = "management" in cued
+        knowledge_focus = (
+            (bool(cued) and cued[0] != "management" and not (asks and wants_action))
+            or (bool(asking) and not asks and not wants_action and not definite)
+            or bool(named or LITERATURE_RE.search(asking))  # about a published case or a source
         )
         # About this patient: the tier leads (a definite tier always does). A management
         # question that states no finding at all, or a knowledge question that mentions one, is
@@ -438,6 +474,7 @@ class Composer:
             wants_number=bool(QUANTITY_RE.search(question)),
             named=named,
             noted=noted,
+            quantities=[g for asked, g in QUANTITY_KINDS if asked.search(asking or question)],
         )
         sentences = [Sentence(self.sentence_text(u), (u.passage.id,), "claim") for u in chosen]
         convention = self._convention(routes, asking)
@@ -542,6 +579,17 @@ class Composer:
 
     def passages_by_id(self, ids: Sequence[str]) -> list[Passage]:
         return [self.by_id[i] for i in dict.fromkeys(ids) if i in self.by_id]
+
+
+def _as_findings(inputs: Mapping[str, str]) -> Findings:
+    """The table's evaluated inputs as findings ('unknown' stays unknown)."""
+    flag = {"yes": True, "no": False}
+    location = inputs.get("location")
+    return Findings(
+        symptomatic=flag.get(inputs.get("symptomatic", "")),
+        location="central" if location == "central" else (
+            "peripheral" if location == "peripheral" else None),
+    )
 
 
 def _snippet(text: str) -> str:
