@@ -205,6 +205,19 @@ class Composer:
         conventions: Mapping[str, str] | None = None,
     ) -> None:
         self.by_id = {p.id: p for p in passages}
+        # Built once, read by every question: each claim's words, and the claims of each topic
+        # and of each source, in knowledge order.
+        self.order = {p.id: i for i, p in enumerate(passages)}
+        self.claim_terms: dict[str, frozenset[str]] = {
+            p.id: frozenset(terms(p.text)) for p in passages if p.kind == "claim"
+        }
+        self.by_topic: dict[str, list[Passage]] = {}
+        self.by_source: dict[str, list[Passage]] = {}
+        for p in passages:
+            self.by_source.setdefault(p.source_id, []).append(p)
+            if p.kind == "claim":
+                for topic in dict.fromkeys(p.topics):
+                    self.by_topic.setdefault(topic, []).append(p)
         # Conventions of the rules table a kind of question is answered by (key_points
         # ``convention``): this tool's own definitions, shown first and labelled as such.
         self.conventions = {k: " ".join(v.split()) for k, v in (conventions or {}).items()}
@@ -282,8 +295,7 @@ class Composer:
             for i, claim_id in enumerate(route.kind.key_points):
                 add(self.by_id.get(claim_id), base - STEP * i)
         for source_id in named:
-            claims = [p for p in self.by_id.values() if p.source_id == source_id]
-            for i, passage in enumerate(claims):
+            for i, passage in enumerate(self.by_source.get(source_id, ())):
                 add(passage, NAMED_SOURCE_PRIOR - 0.01 * i)
         # Retrieval reads all of a vignette's words (CT, routine, day 2): for a patient whose
         # cell leads, it counts half.
@@ -294,10 +306,9 @@ class Composer:
         # Every claim on the topic the question is routed to is a candidate (cues only: a kind
         # found by word overlap alone is too weak a signal to promote every claim of its topics).
         for r, route in enumerate([r for r in routes if r.cues][: len(TOPIC_PRIOR)]):
-            wanted = set(route.kind.topics)
-            for passage in self.by_id.values():
-                if passage.kind == "claim" and wanted & set(passage.topics):
-                    add(passage, TOPIC_PRIOR[r])
+            on_topic = {p.id: p for t in route.kind.topics for p in self.by_topic.get(t, ())}
+            for passage in sorted(on_topic.values(), key=lambda p: self.order[p.id]):
+                add(passage, TOPIC_PRIOR[r])
         # Off the question: a claim on none of the topics of the kinds the cues route it to
         # (the patient's cell and a named source's claims are never off the question).
         cued_topics = {t for r in routes if r.cues for t in r.kind.topics}
@@ -348,7 +359,9 @@ class Composer:
         sentences from a source the question does not name; a claim the disagreement note
         states may only lead. ``quantities``: what a sentence giving the quantity asked for
         contains (a rate, a duration, a dose)."""
-        unit_terms = {u.key: set(terms(u.text)) for u in units}
+        unit_terms = {
+            u.key: self.claim_terms.get(u.key) or frozenset(terms(u.text)) for u in units
+        }
         for u in units:
             u.score = u.prior() + lexical_weight * self.idf.coverage(query, unit_terms[u.key])
             if wants_number and NUMBER_RE.search(u.text):
