@@ -75,6 +75,7 @@ ANSWER_GATE: dict[str, tuple[str, float, str]] = {
     "attribution": (">=", 1.0, "attribution"),
 }
 KNOWLEDGE_SET = "knowledge"
+VIGNETTE_SET = "management"
 
 
 # --- results -------------------------------------------------------------------------------------
@@ -261,6 +262,17 @@ class NarrativeMetrics(BaseModel):
     stock_sentences: float | None = Field(
         description="Share of answers sharing a sentence with 3+ other answers."
     )
+    stock_knowledge: float | None = Field(
+        default=None,
+        description="The same within the knowledge set's answers: no boilerplate openers.",
+    )
+    stock_knowledge_n: int = 0
+    stock_vignettes: float | None = Field(
+        default=None,
+        description="The same within the vignettes (management set); a table cell's evidence "
+        "recurs there by design.",
+    )
+    stock_vignettes_n: int = 0
     sentences_mean: float | None
 
 
@@ -279,6 +291,10 @@ def summarise_narrative(results: Sequence[CaseResult]) -> NarrativeMetrics:
         attribution=_mean([float(not r.attribution_problems) for r in cited]),
         attribution_n=len(cited),
         stock_sentences=stock_share([r.evidence for r in answered]),
+        stock_knowledge=stock_share([r.evidence for r in answered if r.set == KNOWLEDGE_SET]),
+        stock_knowledge_n=sum(r.set == KNOWLEDGE_SET for r in answered),
+        stock_vignettes=stock_share([r.evidence for r in answered if r.set == VIGNETTE_SET]),
+        stock_vignettes_n=sum(r.set == VIGNETTE_SET for r in answered),
         sentences_mean=_mean([float(len(r.evidence)) for r in answered]),
     )
 
