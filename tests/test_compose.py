@@ -226,3 +226,15 @@ def test_how_long_is_answered_by_the_sentence_with_a_duration() -> None:
     out = Composer(claims, key_points=kp).compose("How long was anticoagulation given after "
                                                   "the embolism?", claims)
     assert out.sentences[0].cites == ("zeta-2010#six-months",)
+
+
+def test_a_search_style_query_that_mentions_a_finding_is_answered_by_the_evidence_first() -> None:
+    waiting = rec("location-unknown", "needs_information", "more information needed",
+                  {"symptomatic": "yes", "location": "unknown"}, ())
+    findings = Findings(symptomatic=True)
+    query = composer().compose("symptomatic cement embolism incidence", CLAIMS,
+                               findings=findings, recommendation=waiting)
+    assert query.sentences[0].role == "claim" and query.sentences[-1].role == "tier"
+    vignette = composer().compose("Breathless after vertebroplasty. Cement emboli on CT.", CLAIMS,
+                                  findings=findings, recommendation=waiting)
+    assert vignette.sentences[0].role == "tier"  # sentences that describe a patient

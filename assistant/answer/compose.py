@@ -442,6 +442,8 @@ class Composer:
         # Typed questions often go on in lower case ("...after kyphoplasty. do anything?").
         parts = re.split(r"(?<=[.!?;])\s+", question.strip())
         asking = " ".join(s for s in parts if ASKING_RE.search(s))
+        if not asking and not definite and _search_style(question):
+            asking = question.strip()  # "LMWH dose used for intracardiac cement"
         cued = [r.kind.id for r in routes if r.kind.cue_hits(asking)] if asking else []
         # A management word among the findings ("warfarin", "symptomatic") does not make "how
         # many months of warfarin?" a question about what to do: only a management cue in the
@@ -592,6 +594,17 @@ class Composer:
 
     def passages_by_id(self, ids: Sequence[str]) -> list[Passage]:
         return [self.by_id[i] for i in dict.fromkeys(ids) if i in self.by_id]
+
+
+SEARCH_STYLE_WORDS = 15
+
+
+def _search_style(text: str) -> bool:
+    """A short query typed as into a search box: one phrase, no sentence-final punctuation
+    ("typical signs of symptomatic PCE"); a vignette is sentences."""
+    text = text.strip()
+    return bool(text) and text[-1] not in ".!;" and len(text.split()) <= SEARCH_STYLE_WORDS \
+        and not re.search(r"[.!?;]\s", text)
 
 
 def _as_findings(inputs: Mapping[str, str]) -> Findings:

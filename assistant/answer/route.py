@@ -29,12 +29,14 @@ class Route:
 
     @property
     def sort_key(self) -> tuple[int, int, int, int, float]:
-        # Cued kinds first, a specific kind before a general one ("what should we do if she
-        # becomes hypotensive?" is about the unstable patient), then more cue hits; on a tie the
+        # Cued kinds first, a specific kind named by the typed words before a general one
+        # ("what should we do if she becomes hypotensive?" is about the unstable patient), then
+        # more cue hits; on a tie the
         # kind the question names by the longer phrase ("vs kyphoplasty" over "rates"), then
         # similarity.
         cued = self.cues > 0
-        return (int(cued), int(cued and not self.kind.general), self.cues, self.span,
+        typed = cued and self.span > 0  # cued by words typed, not only by an expansion
+        return (int(cued), int(typed and not self.kind.general), self.cues, self.span,
                 self.similarity)
 
 
