@@ -173,6 +173,7 @@ class Assistant(Runnable[Any, Answer]):
             topic_texts={t.id: f"{t.label}. {t.description}" for t in knowledge.topics.values()},
             labels={sid: source_label(s) for sid, s in sources.items()},
             names={sid: naming_words(s) for sid, s in knowledge.sources.items()},
+            conventions={"location": components.rules.location_convention},
         )
         self.mentions = SourceMentions.of(knowledge.sources.values())
         # Abbreviations in a question also count as the words the claims use (IVC, RV, CXR).

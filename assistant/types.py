@@ -497,9 +497,10 @@ class NarrativeSentence(Frozen):
     """A sentence of the extractive narrative and the claims it rests on."""
 
     text: str = Field(description="As composed, without its [n] markers.")
-    role: Literal["tier", "claim", "note"] = Field(
+    role: Literal["tier", "claim", "note", "convention"] = Field(
         description="'tier': this patient's tier from the table; 'claim': one claim; "
-        "'note': a 'sources disagree' note citing several claims."
+        "'note': a 'sources disagree' note citing several claims; 'convention': a convention "
+        "of this tool from the rules table (what central and peripheral mean), labelled as such."
     )
     cites: tuple[str, ...] = Field(default=(), description="Claim (passage) ids it cites.")
 

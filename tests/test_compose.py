@@ -141,3 +141,100 @@ def test_needs_information_names_what_is_missing() -> None:
                                 "central or peripheral.")
 
 
+
+
+def test_a_question_about_a_convention_is_answered_by_the_convention_first() -> None:
+    kinds = KeyPoints(
+        kinds=(*KEY_POINTS.kinds,
+               QuestionKind("location-definition", "What counts as central",
+                            (re.compile(r"\bwhat\b.{0,30}\bcounts?\b.{0,30}\bcentral", re.I),),
+                            ("management",), ("alpha-2020#follow-up",), "location")),
+        cells=KEY_POINTS.cells,
+    )
+    rules = "Central = the pulmonary trunk or a main pulmonary artery. Lobar is not classified."
+    out = Composer(CLAIMS, key_points=kinds, labels=LABELS,
+                   conventions={"location": rules}).compose("What counts as central?", CLAIMS)
+    assert out.sentences[0].role == "convention" and out.sentences[0].cites == ()
+    assert out.text.startswith(rules)
+    other = Composer(CLAIMS, key_points=kinds, labels=LABELS, conventions={"location": rules})
+    assert rules not in other.compose("How common is cement embolism?", CLAIMS).text
+
+
+def test_the_note_on_this_patients_overlay_is_shown_and_no_other() -> None:
+    from assistant.types import Escalation
+
+    overlay = Topic.model_construct(id="intracardiac_cement", triggers=[re.compile("heart")],
+                                    note="Sources differ on cement in the heart "
+                                         "{delta-2018#incidence}.")
+    other = Topic.model_construct(id="incidence", triggers=[re.compile("heart")],
+                                  note="Rates differ {epsilon-2017#incidence}.")
+    escalated = SYMPTOMATIC.model_copy(update={"escalations": (
+        Escalation(id="intracardiac_cement", label="intracardiac cement", actions=("echo",),
+                   rationale="r", citations=()),)})
+    findings = Findings(symptomatic=True, location="peripheral", intracardiac_cement=True)
+    out = composer().compose("Breathless, cement in the heart: what now?", CLAIMS,
+                             [overlay, other], findings=findings, recommendation=escalated)
+    assert "Sources differ on cement in the heart" in out.text
+    assert "Rates differ" not in out.text
+    plain = composer().compose("Breathless, cement in the heart: what now?", CLAIMS,
+                               [overlay], findings=findings, recommendation=SYMPTOMATIC)
+    assert "Sources differ" not in plain.text
+
+
+def test_an_input_the_table_derived_counts_as_a_finding_for_populations() -> None:
+    # Instability counts as symptoms in the table; a claim about patients without symptoms
+    # must not be shown although the text itself stated no symptom status.
+    derived = SYMPTOMATIC.model_copy(update={"rule_id": "symptoms-unknown",
+                                             "tier": "needs_information",
+                                             "inputs": {"symptomatic": "yes",
+                                                        "location": "unknown"}})
+    out = composer().compose("Hypotensive with cement emboli: what now?", CLAIMS,
+                             findings=Findings(), recommendation=derived)
+    assert "alpha-2020#follow-up" not in {cid for s in out.sentences for cid in s.cites}
+
+
+def test_a_specific_kind_is_routed_before_the_general_one_and_typed_words_break_ties() -> None:
+    from assistant.answer.lexical import Idf
+    from assistant.answer.route import Router
+
+    general = QuestionKind("management", "Management", (re.compile(r"what\s+should\s+we\s+do"),),
+                           ("management",), ("alpha-2020#follow-up",), general=True)
+    unstable = QuestionKind("unstable", "Unstable", (re.compile(r"hypotens\w*"),),
+                            ("management",), ("beta-2021#anticoagulate",))
+    rates = QuestionKind("incidence", "How common", (re.compile(r"\bleak\s+rates?"),),
+                         ("incidence",), ("delta-2018#incidence",))
+    versus = QuestionKind("versus", "VP vs KP", (re.compile(r"\bvertebroplasty\s+vs\b"),),
+                          ("incidence",), ("epsilon-2017#incidence",))
+    router = Router(KeyPoints(kinds=(general, unstable, rates, versus), cells={}),
+                    {p.id: p.text for p in CLAIMS}, {}, Idf(p.text for p in CLAIMS))
+    first = router.route("What should we do if she becomes hypotensive?")[0]
+    assert first.kind.id == "unstable"
+    assert router.route("vertebroplasty vs kyphoplasty leak rates?")[0].kind.id == "versus"
+    # An expansion of an abbreviation feeds the cues but does not outweigh what was typed.
+    expanded = router.route("leak rates after VP?", "leak rates after VP? vertebroplasty vs")
+    assert [r.kind.id for r in expanded][:2] == ["incidence", "versus"]
+
+
+def test_how_long_is_answered_by_the_sentence_with_a_duration() -> None:
+    claims = [
+        claim("eta-2011#three-patients", "Anticoagulation after the embolism was given to 3 "
+              "patients.", topics=("management",)),
+        claim("zeta-2010#six-months", "Anticoagulation after the embolism was given for 6 "
+              "months.", topics=("management",)),
+    ]
+    kp = KeyPoints(kinds=(), cells={})
+    out = Composer(claims, key_points=kp).compose("How long was anticoagulation given after "
+                                                  "the embolism?", claims)
+    assert out.sentences[0].cites == ("zeta-2010#six-months",)
+
+
+def test_a_search_style_query_that_mentions_a_finding_is_answered_by_the_evidence_first() -> None:
+    waiting = rec("location-unknown", "needs_information", "more information needed",
+                  {"symptomatic": "yes", "location": "unknown"}, ())
+    findings = Findings(symptomatic=True)
+    query = composer().compose("symptomatic cement embolism incidence", CLAIMS,
+                               findings=findings, recommendation=waiting)
+    assert query.sentences[0].role == "claim" and query.sentences[-1].role == "tier"
+    vignette = composer().compose("Breathless after vertebroplasty. Cement emboli on CT.", CLAIMS,
+                                  findings=findings, recommendation=waiting)
+    assert vignette.sentences[0].role == "tier"  # sentences that describe a patient

@@ -320,6 +320,28 @@ def test_stock_sentences_flag_answers_sharing_a_sentence_with_three_others() -> 
     assert stock_share([[shared]] * 3 + [["other."]]) == 0.0  # 3 answers: only 2 others
     assert evidence_sentences("For a patient, the table gives: x. Fact one. [1]\n\nNote. [2]",
                               exclude=["For a patient, the table gives: x."]) == ["fact one."]
+    # A templated text of several sentences (the tool's location convention) is left out whole.
+    assert evidence_sentences("Central = trunk. Lobar is asked. Fact one. [1]",
+                              exclude=["Central = trunk. Lobar is asked."]) == ["fact one."]
+
+
+def test_stock_is_also_reported_within_the_knowledge_set_and_within_the_vignettes() -> None:
+    def result(cid: str, set_name: str, evidence: list[str]) -> evaluation.CaseResult:
+        return evaluation.CaseResult(
+            id=cid, set=set_name, split="test", tags=[], question="q", expected="none",
+            predicted="none", expected_escalations=[], predicted_escalations=[],
+            must_abstain=False, abstained=False, relevant=[], ranking=[], cited=[],
+            citation_problems=[], key_facts=[], key_facts_missing=[], latency_ms=1.0,
+            failures={}, evidence=evidence)
+
+    cell = "the cell's evidence."
+    vignettes = [result(f"v{i}", "management", [cell]) for i in range(4)]
+    knowledge = [result(f"k{i}", "knowledge", [f"fact {i}."]) for i in range(4)]
+    knowledge.append(result("k-echo", "knowledge", [cell]))  # shares only with vignettes
+    summary = evaluation.summarise_narrative([*vignettes, *knowledge])
+    assert summary.stock_vignettes == 1.0 and summary.stock_vignettes_n == 4
+    assert summary.stock_knowledge == 0.0 and summary.stock_knowledge_n == 5
+    assert summary.stock_sentences == pytest.approx(5 / 9)  # over all answers together
 
 
 def test_retrieved_ranking_stops_at_the_extra_cited_passages() -> None:

@@ -334,3 +334,71 @@ def test_paraphrase_guard_catches_a_copied_dossier_quote(tmp_path: Path) -> None
     path.write_text(text, encoding="utf-8")
     copied = _copied_runs(copy)
     assert copied and all(line.startswith("krueger-2009#") for line in copied)
+
+
+def test_a_claim_without_a_dossier_fact_must_be_listed_as_seed_only(tmp_path: Path) -> None:
+    copy = tmp_path / "knowledge"
+    shutil.copytree(KNOWLEDGE, copy)
+    path = copy / "coverage.yaml"
+    text = path.read_text(encoding="utf-8")
+    cut = text.index("  - claim: siniscalchi-2022#route-venous-plexuses")
+    path.write_text(text[:cut], encoding="utf-8")
+    with pytest.raises(KnowledgeError, match=r"siniscalchi-2022#route-venous-plexuses.*seed_only"):
+        load_knowledge(copy)
+
+
+def test_seed_only_lists_exactly_the_claims_without_a_dossier_fact() -> None:
+    kb = load_knowledge(KNOWLEDGE)
+    factless = {cid for cid, c in kb.claims.items() if not c.facts}
+    data = yaml.safe_load((KNOWLEDGE / "coverage.yaml").read_text(encoding="utf-8"))
+    assert {s["claim"] for s in data["seed_only"]} == factless
+
+
+# Routing cues are written for a class of question; ordinary clinical wording in a vignette
+# (vital signs, who is asking, the procedure's name, when it was done) must not fire them.
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("Orthopaedic surgeon here, cement emboli on the CT, what do we do?", "source-wang-2012"),
+        ("The spine surgeon wants to know what to do about peripheral emboli", "removal"),
+        ("Peripheral emboli after balloon kyphoplasty, anticoagulate?",
+         "kyphoplasty-vs-vertebroplasty"),
+        ("Dyspnoea 3 months after vertebroplasty, segmental cement", "anticoagulation-duration"),
+        ("Respiratory rate 28 and heart rate 112 with peripheral emboli", "incidence"),
+        ("SpO2 88% on air, cement in both lower lobes", "incidence"),
+        ("She is on long-term warfarin for AF; cement in a segmental branch", "outcomes"),
+        ("Presenting with pleuritic pain after T12 PVP; CT shows segmental cement", "presentation"),
+        ("CT shows cement in the right PA, patient breathless", "imaging"),
+        ("Thoracic vertebroplasty yesterday, now peripheral emboli", "risk-factors"),
+        ("Emboli seen 2 days after the procedure, no symptoms", "timing"),
+        ("Bliemel's kyphoplasty series: how often were radiographs positive?", "source-krueger"),
+    ],
+)
+def test_a_routing_cue_does_not_fire_on_ordinary_clinical_wording(
+    kb, text: str, kind: str  # type: ignore[no-untyped-def]
+) -> None:
+    assert kb.key_points.kind(kind).cue_hits(text) == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("What counts as a central cement embolus?", "location-definition"),
+        ("is a lobar embolus central or peripheral for your table?", "location-definition"),
+        ("Should we thrombolyse a massive cement PE in shock?", "unstable-patient"),
+        ("Is there a role for alteplase when the patient is hypotensive?", "unstable-patient"),
+        ("HR 112, SpO2 88%, cement in the RPA. What now?", "management"),
+        ("Is kyphoplasty safer than vertebroplasty for cement embolism?",
+         "kyphoplasty-vs-vertebroplasty"),
+        ("How long should we continue warfarin?", "anticoagulation-duration"),
+        ("Does she need surgery for the cement in her pulmonary artery?", "removal"),
+        ("How does cement embolism usually present?", "presentation"),
+        ("Which scan is best to look for cement in the lungs?", "imaging"),
+        ("Can symptoms start months after vertebroplasty?", "timing"),
+        ("What is the embolism rate after vertebroplasty?", "incidence"),
+    ],
+)
+def test_a_routing_cue_fires_on_its_class_of_question(
+    kb, text: str, kind: str  # type: ignore[no-untyped-def]
+) -> None:
+    assert kb.key_points.kind(kind).cue_hits(text) > 0

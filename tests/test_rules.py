@@ -10,6 +10,7 @@ import hashlib
 import io
 import itertools
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -121,7 +122,7 @@ def test_rules_each_cell_of_the_table_gives_its_tier(
 
 def test_rules_rows_say_what_to_do_in_their_own_words(table: RuleTable) -> None:
     expected = {
-        ("asymptomatic-peripheral", "actions"): ["anticoagulation is not needed"],
+        ("asymptomatic-peripheral", "actions"): ["anticoagulation is not recommended"],
         ("asymptomatic-peripheral", "caveats"): ["Siniscalchi 2022", "LMWH"],
         ("symptomatic-peripheral", "actions"): ["oral anticoagulation", "6 months of a coumarin"],
         ("symptomatic-central", "actions"): ["with anticoagulation", "cardiothoracic",
@@ -141,7 +142,7 @@ def test_rules_anticoagulating_rows_say_how_uncertain_the_evidence_is(
 ) -> None:
     rule = next(r for r in table.rows if r.id == rule_id)
     caveats = " ".join(rule.caveats)
-    for needle in ("case reports and reviews", "no diagnostic or treatment standard",
+    for needle in ("case reports and reviews", "no agreed standard for diagnosing or treating",
                    "did not trigger platelet aggregation", "in vitro", "Clinical Pearl 2021"):
         assert needle in caveats, (rule_id, needle)
     cited = {c.passage_id for c in rule.citations}
@@ -647,3 +648,32 @@ def test_rules_missing_file_is_reported_not_raised_by_check(
     assert problems and problems[0].startswith("absent.yaml: cannot read the rules table")
     with pytest.raises(RulesError):
         load_rules(tmp_path / "absent.yaml", fake_citations)
+
+
+# Statements of absence in the table ("no source here reports ...") are checked against every
+# claim of the knowledge base, so they stay true when claims are added.
+def _claims_mentioning(pattern: str) -> dict[str, str]:
+    kb = load_knowledge(ROOT / "knowledge")
+    return {cid: c.text for cid, c in kb.claims.items() if re.search(pattern, c.text, re.I)}
+
+
+def test_rules_no_source_reports_thrombolysis_for_cement_emboli(table: RuleTable) -> None:
+    overlay = next(e for e in table.escalations if e.id == "hemodynamic_instability")
+    assert "no source in this knowledge base reports thrombolytic treatment" in overlay.rationale
+    mentions = _claims_mentioning(r"thromboly|alteplase|tenecteplase|fibrinoly")
+    assert mentions, "the overlay cites the claims that mention thrombolytic drugs"
+    cited = {c.passage_id for c in overlay.citations}
+    for cid, text in mentions.items():
+        assert cid in cited, cid
+        assert re.search(r"\b(?:no|without)\b[^.]*thrombolytic", text, re.I), (cid, text)
+
+
+def test_rules_no_source_evaluates_direct_oral_anticoagulants(table: RuleTable) -> None:
+    mentions = _claims_mentioning(r"apixaban|rivaroxaban|dabigatran|edoxaban|\bDOAC")
+    assert set(mentions) == {"shm-cement-abstract#case-enoxaparin-then-apixaban"}
+    assert "prophylactic-range" in mentions["shm-cement-abstract#case-enoxaparin-then-apixaban"]
+    for row in table.rows:
+        if row.tier in ("anticoagulation", "surgical_embolectomy"):
+            assert any("no source here evaluates them" in c for c in row.caveats), row.id
+            assert "shm-cement-abstract#case-enoxaparin-then-apixaban" in {
+                c.passage_id for c in row.citations}, row.id

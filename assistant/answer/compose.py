@@ -33,7 +33,7 @@ from assistant.answer.route import Route, Router
 from assistant.knowledge.keypoints import KeyPoints
 from assistant.types import Citation, Findings, Passage, Recommendation
 
-Role = Literal["tier", "claim", "note"]
+Role = Literal["tier", "claim", "note", "convention"]
 
 # Priors of where a claim comes from (tuned on the evaluation's dev split, evals/README.md).
 CELL_PRIOR = 1.6  # the evidence for this patient's cell of the table
@@ -70,6 +70,22 @@ QUANTITY_RE = re.compile(
     re.IGNORECASE,
 )
 NUMBER_RE = re.compile(r"\d")
+# What kind of quantity a question asks for, and what a sentence that gives it contains: "how
+# often" is answered by a rate, "how long" by a duration, "what dose" by a dose (tuned on dev).
+QUANTITY_KINDS: tuple[tuple[re.Pattern[str], re.Pattern[str]], ...] = tuple(
+    (re.compile(asked, re.IGNORECASE), re.compile(given, re.IGNORECASE))
+    for asked, given in (
+        (r"\bhow\s+(?:often|common|frequent\w*|likely|rare)\b|\bincidence\b|\brates?\b|"
+         r"\bpercent\w*|\bproportion\b|\bwhat\s+share\b|\bhow\s+many\s+(?:patients|cases|people)",
+         r"\d\s*%|\b\d+\s+of\s+(?:the\s+)?\d+|\bodds\s+ratio\b"),
+        (r"\bhow\s+(?:long|soon|late)\b|\bduration\b|\bhow\s+many\s+(?:months|weeks|days|years)\b",
+         r"\b\d+(?:\s*-\s*\d+)?\s*(?:days?|weeks?|months?|years?)\b|"
+         r"\b(?:one|two|three|four|six|ten|twelve)\s+(?:days?|weeks?|months?|years?)\b"),
+        (r"\bdos(?:e|es|ing)\b|\bhow\s+much\b",
+         r"\bmg\b|\bdose\b|\bcc\b|\bmL\b|\bvolume\b"),
+    )
+)
+QUANTITY_KIND_BONUS = 0.3
 # Words that ask rather than tell: they must not make a claim look relevant ("how long" is not
 # about a claim saying "long after").
 QUESTION_WORDS_RE = re.compile(
@@ -186,8 +202,25 @@ class Composer:
         topic_texts: Mapping[str, str] | None = None,
         labels: Mapping[str, str] | None = None,
         names: Mapping[str, Sequence[str]] | None = None,
+        conventions: Mapping[str, str] | None = None,
     ) -> None:
         self.by_id = {p.id: p for p in passages}
+        # Built once, read by every question: each claim's words, and the claims of each topic
+        # and of each source, in knowledge order.
+        self.order = {p.id: i for i, p in enumerate(passages)}
+        self.claim_terms: dict[str, frozenset[str]] = {
+            p.id: frozenset(terms(p.text)) for p in passages if p.kind == "claim"
+        }
+        self.by_topic: dict[str, list[Passage]] = {}
+        self.by_source: dict[str, list[Passage]] = {}
+        for p in passages:
+            self.by_source.setdefault(p.source_id, []).append(p)
+            if p.kind == "claim":
+                for topic in dict.fromkeys(p.topics):
+                    self.by_topic.setdefault(topic, []).append(p)
+        # Conventions of the rules table a kind of question is answered by (key_points
+        # ``convention``): this tool's own definitions, shown first and labelled as such.
+        self.conventions = {k: " ".join(v.split()) for k, v in (conventions or {}).items()}
         self.idf = Idf(p.text for p in passages)
         self.key_points = key_points
         self.labels = dict(labels or {})
@@ -208,8 +241,8 @@ class Composer:
 
     # -- routing -----------------------------------------------------------------------------
 
-    def route(self, question: str) -> list[Route]:
-        return self.router.route(question) if self.router is not None else []
+    def route(self, question: str, expanded: str | None = None) -> list[Route]:
+        return self.router.route(question, expanded) if self.router is not None else []
 
     # -- candidates --------------------------------------------------------------------------
 
@@ -243,13 +276,18 @@ class Composer:
             rule_cited = {c.passage_id for c in rec.citations}
             cell = list(cells.get(rec.rule_id, ()))
             ordered = sorted(cell, key=lambda c: c not in rule_cited)  # stable: cell order kept
-            base = CELL_PRIOR if cell_leads else GENERIC_CELL_PRIOR
+            # For a patient the table cannot place yet, an overlay (instability, cement in the
+            # heart) is what can be acted on: its evidence comes before the row's.
+            waiting = rec.tier == "needs_information" and bool(rec.escalations)
+            base = CELL_PRIOR if cell_leads and not waiting else GENERIC_CELL_PRIOR
             for i, claim_id in enumerate(ordered):
                 bonus = RULE_CITED_BONUS if claim_id in rule_cited else 0.0
                 add(self.by_id.get(claim_id), base + bonus - STEP * i)
+            overlay = CELL_PRIOR if cell_leads and rec.tier == "needs_information" else (
+                ESCALATION_PRIOR)
             for escalation in rec.escalations:
                 for i, claim_id in enumerate(cells.get(escalation.id, ())):
-                    add(self.by_id.get(claim_id), ESCALATION_PRIOR - STEP * i)
+                    add(self.by_id.get(claim_id), overlay - STEP * i)
         for r, route in enumerate(routes[:ROUTES_USED]):
             if definite and cell_leads and route.kind.id == "management":
                 continue  # the patient's cell answers the management question
@@ -257,8 +295,7 @@ class Composer:
             for i, claim_id in enumerate(route.kind.key_points):
                 add(self.by_id.get(claim_id), base - STEP * i)
         for source_id in named:
-            claims = [p for p in self.by_id.values() if p.source_id == source_id]
-            for i, passage in enumerate(claims):
+            for i, passage in enumerate(self.by_source.get(source_id, ())):
                 add(passage, NAMED_SOURCE_PRIOR - 0.01 * i)
         # Retrieval reads all of a vignette's words (CT, routine, day 2): for a patient whose
         # cell leads, it counts half.
@@ -269,10 +306,9 @@ class Composer:
         # Every claim on the topic the question is routed to is a candidate (cues only: a kind
         # found by word overlap alone is too weak a signal to promote every claim of its topics).
         for r, route in enumerate([r for r in routes if r.cues][: len(TOPIC_PRIOR)]):
-            wanted = set(route.kind.topics)
-            for passage in self.by_id.values():
-                if passage.kind == "claim" and wanted & set(passage.topics):
-                    add(passage, TOPIC_PRIOR[r])
+            on_topic = {p.id: p for t in route.kind.topics for p in self.by_topic.get(t, ())}
+            for passage in sorted(on_topic.values(), key=lambda p: self.order[p.id]):
+                add(passage, TOPIC_PRIOR[r])
         # Off the question: a claim on none of the topics of the kinds the cues route it to
         # (the patient's cell and a named source's claims are never off the question).
         cued_topics = {t for r in routes if r.cues for t in r.kind.topics}
@@ -296,6 +332,10 @@ class Composer:
         p = unit.passage
         if findings is not None and p.population is not None and p.population.conflicts(findings):
             return False
+        if rec is not None and p.population is not None and p.population.conflicts(
+            _as_findings(rec.inputs)
+        ):
+            return False  # an input the table derived (instability counts as symptoms)
         if rec is not None and rec.tier != "needs_information" and p.id in self.cell_of:
             mine = {rec.rule_id, *(e.id for e in rec.escalations)}
             return bool(self.cell_of[p.id] & mine)  # another cell's evidence is not this patient's
@@ -313,15 +353,21 @@ class Composer:
         wants_number: bool,
         named: Sequence[str],
         noted: set[str],
+        quantities: Sequence[re.Pattern[str]] = (),
     ) -> list[_Unit]:
         """Best first, then maximal marginal relevance; no near-duplicates, at most PER_SOURCE
         sentences from a source the question does not name; a claim the disagreement note
-        states may only lead."""
-        unit_terms = {u.key: set(terms(u.text)) for u in units}
+        states may only lead. ``quantities``: what a sentence giving the quantity asked for
+        contains (a rate, a duration, a dose)."""
+        unit_terms = {
+            u.key: self.claim_terms.get(u.key) or frozenset(terms(u.text)) for u in units
+        }
         for u in units:
             u.score = u.prior() + lexical_weight * self.idf.coverage(query, unit_terms[u.key])
             if wants_number and NUMBER_RE.search(u.text):
                 u.score += NUMBER_BONUS
+            if any(given.search(u.text) for given in quantities):
+                u.score += QUANTITY_KIND_BONUS  # the very quantity asked for
         pool = sorted(units, key=lambda u: (-u.score, u.key))
         chosen: list[_Unit] = []
         per_source: dict[str, int] = {}
@@ -383,7 +429,7 @@ class Composer:
     ) -> Composition:
         """``expanded``: the question with its abbreviations spelt out (for word matching)."""
         expanded = expanded or question
-        routes = self.route(expanded) if routes is None else routes
+        routes = self.route(question, expanded) if routes is None else routes
         rec = recommendation
         stated = findings is not None and findings.has_clinical_finding()
         definite = rec is not None and rec.tier != "needs_information"
@@ -396,9 +442,18 @@ class Composer:
         # Typed questions often go on in lower case ("...after kyphoplasty. do anything?").
         parts = re.split(r"(?<=[.!?;])\s+", question.strip())
         asking = " ".join(s for s in parts if ASKING_RE.search(s))
+        if not asking and not definite and _search_style(question):
+            asking = question.strip()  # "LMWH dose used for intracardiac cement"
         cued = [r.kind.id for r in routes if r.kind.cue_hits(asking)] if asking else []
-        knowledge_focus = (bool(cued) and cued[0] != "management" and not asks) or bool(
-            named or LITERATURE_RE.search(asking)  # about a published case or a source
+        # A management word among the findings ("warfarin", "symptomatic") does not make "how
+        # many months of warfarin?" a question about what to do: only a management cue in the
+        # asking part does. A question that asks nothing of management, about a patient the
+        # table cannot place yet, is a knowledge question.
+        wants_action = "management" in cued
+        knowledge_focus = (
+            (bool(cued) and cued[0] != "management" and not (asks and wants_action))
+            or (bool(asking) and not asks and not wants_action and not definite)
+            or bool(named or LITERATURE_RE.search(asking))  # about a published case or a source
         )
         # About this patient: the tier leads (a definite tier always does). A management
         # question that states no finding at all, or a knowledge question that mentions one, is
@@ -434,8 +489,12 @@ class Composer:
             wants_number=bool(QUANTITY_RE.search(question)),
             named=named,
             noted=noted,
+            quantities=[g for asked, g in QUANTITY_KINDS if asked.search(asking or question)],
         )
         sentences = [Sentence(self.sentence_text(u), (u.passage.id,), "claim") for u in chosen]
+        convention = self._convention(routes, asking)
+        if convention is not None:  # "what counts as central?": the tool's own definition
+            sentences.insert(0, convention)
         if rec is not None:
             # About this patient, the tier is the answer; otherwise the evidence answers and
             # the table's need for findings closes the narrative.
@@ -446,17 +505,29 @@ class Composer:
             sentences.append(Sentence(note, tuple(topic.section_ids), "note"))
         return self.render(sentences, kinds=tuple(r.kind.id for r in routes))
 
+    def _convention(self, routes: Sequence[Route], asking: str) -> Sentence | None:
+        """The convention of the first kind the question's asking part is cued to, if any."""
+        for route in routes:
+            if route.cues and (not asking or route.kind.cue_hits(asking)):
+                text = self.conventions.get(route.kind.convention or "")
+                return Sentence(text, (), "convention") if text else None
+        return None
+
     def relevant_topics(
         self, topics: Sequence[Topic], rec: Recommendation | None, routes: Sequence[Route]
     ) -> list[Topic]:
         """A disagreement note only when the question is about the disputed topic: its cited
         claims share a topic with the kinds the question is routed to, and for a patient with a
         definite tier only the note about that very cell."""
+        overlays = {e.id for e in rec.escalations} if rec is not None else set()
         if rec is not None and rec.tier != "needs_information":
-            return [t for t in topics if t.id == rec.rule_id]
+            return [t for t in topics if t.id == rec.rule_id or t.id in overlays]
         wanted = {t for r in routes[:2] for t in r.kind.topics}
         relevant = []
         for topic in topics:
+            if topic.id in overlays:  # the dispute about this patient's overlay
+                relevant.append(topic)
+                continue
             cited = {
                 t for cid in topic.section_ids if cid in self.by_id for t in self.by_id[cid].topics
             }
@@ -523,6 +594,28 @@ class Composer:
 
     def passages_by_id(self, ids: Sequence[str]) -> list[Passage]:
         return [self.by_id[i] for i in dict.fromkeys(ids) if i in self.by_id]
+
+
+SEARCH_STYLE_WORDS = 15
+
+
+def _search_style(text: str) -> bool:
+    """A short query typed as into a search box: one phrase, no sentence-final punctuation
+    ("typical signs of symptomatic PCE"); a vignette is sentences."""
+    text = text.strip()
+    return bool(text) and text[-1] not in ".!;" and len(text.split()) <= SEARCH_STYLE_WORDS \
+        and not re.search(r"[.!?;]\s", text)
+
+
+def _as_findings(inputs: Mapping[str, str]) -> Findings:
+    """The table's evaluated inputs as findings ('unknown' stays unknown)."""
+    flag = {"yes": True, "no": False}
+    location = inputs.get("location")
+    return Findings(
+        symptomatic=flag.get(inputs.get("symptomatic", "")),
+        location="central" if location == "central" else (
+            "peripheral" if location == "peripheral" else None),
+    )
 
 
 def _snippet(text: str) -> str:

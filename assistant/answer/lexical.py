@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from functools import lru_cache
 
 import snowballstemmer
@@ -61,11 +62,11 @@ class Idf:
     def __call__(self, term: str) -> float:
         return self.weights.get(term, self.default)
 
-    def coverage(self, query: set[str], text_terms: set[str]) -> float:
+    def coverage(self, query: AbstractSet[str], text_terms: AbstractSet[str]) -> float:
         """Share of the query's idf weight that the text contains (0..1)."""
         total = sum(self(t) for t in query)
         return sum(self(t) for t in query & text_terms) / total if total else 0.0
 
 
-def jaccard(a: set[str], b: set[str]) -> float:
+def jaccard(a: AbstractSet[str], b: AbstractSet[str]) -> float:
     return len(a & b) / len(a | b) if a or b else 0.0

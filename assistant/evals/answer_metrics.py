@@ -103,7 +103,7 @@ def _normal(sentence: str) -> str:
 def evidence_sentences(text: str, exclude: Iterable[str] = ()) -> list[str]:
     """The narrative's sentences that carry evidence, normalised (markers stripped): the first
     paragraph without the excluded ones (the templated tier sentence)."""
-    skip = {_normal(s) for s in exclude}
+    skip = {_normal(part) for s in exclude for part in displayed_sentences(s)}
     return [n for n in (_normal(s) for s in sentences_of(text)) if n and n not in skip]
 
 

@@ -71,6 +71,10 @@ NARRATIVE_ROWS: tuple[tuple[str, str, str], ...] = (
     ("population_conflicts", "Population conflicts (sentences)", "population_conflict_cases"),
     ("attribution", "Attribution (answers with exact attribution)", "attribution_n"),
     ("stock_sentences", "Stock sentences (share of answers)", ""),
+    ("stock_knowledge", "Stock sentences, knowledge questions (within the set)",
+     "stock_knowledge_n"),
+    ("stock_vignettes", "Stock sentences, vignettes (within the management set)",
+     "stock_vignettes_n"),
     ("sentences_mean", "Evidence sentences per answer (mean)", ""),
 )
 
@@ -328,7 +332,7 @@ def format_summary(run: EvalRun) -> str:
         lines.append(f"{k:{width}}  " + "  ".join(
             f"{_fmt(getattr(r.metrics, k), k):>8}" for r in run.modes.values()))
     for k in ("lead_knowledge", "lead_all", "population_conflicts", "attribution",
-              "stock_sentences"):
+              "stock_sentences", "stock_knowledge", "stock_vignettes"):
         values = [getattr(r.metrics.narrative, k) if r.metrics.narrative else None
                   for r in run.modes.values()]
         lines.append(f"{k:{width}}  " + "  ".join(

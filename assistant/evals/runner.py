@@ -77,6 +77,7 @@ ANSWER_GATE: dict[str, tuple[str, float, str]] = {
     "attribution": (">=", 1.0, "attribution"),
 }
 KNOWLEDGE_SET = "knowledge"
+VIGNETTE_SET = "management"
 
 
 # --- results -------------------------------------------------------------------------------------
@@ -197,7 +198,9 @@ def _score_narrative(
     result.lead = lead_ok(answer.text, case.key_facts)
     result.population_conflicts = population_conflicts(answer, known)
     result.attribution_problems = attribution_problems(answer, known)
-    tier = [s.text for s in answer.sentences if s.role == "tier"]
+    # The templated sentences (this patient's tier, the tool's location convention) are meant
+    # to recur; only the evidence counts for stock.
+    tier = [s.text for s in answer.sentences if s.role in ("tier", "convention")]
     result.evidence = evidence_sentences(answer.text, exclude=tier)
     f = result.failures
     if result.lead is False:
@@ -264,6 +267,17 @@ class NarrativeMetrics(BaseModel):
     stock_sentences: float | None = Field(
         description="Share of answers sharing a sentence with 3+ other answers."
     )
+    stock_knowledge: float | None = Field(
+        default=None,
+        description="The same within the knowledge set's answers: no boilerplate openers.",
+    )
+    stock_knowledge_n: int = 0
+    stock_vignettes: float | None = Field(
+        default=None,
+        description="The same within the vignettes (management set); a table cell's evidence "
+        "recurs there by design.",
+    )
+    stock_vignettes_n: int = 0
     sentences_mean: float | None
 
 
@@ -282,6 +296,10 @@ def summarise_narrative(results: Sequence[CaseResult]) -> NarrativeMetrics:
         attribution=_mean([float(not r.attribution_problems) for r in cited]),
         attribution_n=len(cited),
         stock_sentences=stock_share([r.evidence for r in answered]),
+        stock_knowledge=stock_share([r.evidence for r in answered if r.set == KNOWLEDGE_SET]),
+        stock_knowledge_n=sum(r.set == KNOWLEDGE_SET for r in answered),
+        stock_vignettes=stock_share([r.evidence for r in answered if r.set == VIGNETTE_SET]),
+        stock_vignettes_n=sum(r.set == VIGNETTE_SET for r in answered),
         sentences_mean=_mean([float(len(r.evidence)) for r in answered]),
     )
 

@@ -44,6 +44,13 @@ class UnverifiedItem(_Strict):
     note: str = Field(min_length=1)
 
 
+class SeedOnly(_Strict):
+    """A claim that rests on a seed document (the source's own page) and on no dossier fact."""
+
+    claim: str = Field(min_length=3, description="Global claim id, '<source id>#<claim id>'.")
+    basis: str = Field(min_length=1, description="Which seed text states it.")
+
+
 class CoverageFile(_Strict):
     facts: str = Field(
         pattern=rf"^F1-{FACT}$", description="The dossier's fact ids, e.g. 'F1-F80'."
@@ -51,6 +58,7 @@ class CoverageFile(_Strict):
     excluded: list[Exclusion] = Field(default_factory=list)
     partial: list[PartialExclusion] = Field(default_factory=list)
     unverified_items: list[UnverifiedItem] = Field(default_factory=list)
+    seed_only: list[SeedOnly] = Field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -92,6 +100,7 @@ def load_coverage(path: Path, claims: Mapping[str, Claim]) -> Coverage:
     for p in data.partial:
         if p.fact not in claimed:
             raise KnowledgeError(path, f"partial[{p.fact}]", "is not declared by any claim")
+    _check_seed_only(path, data.seed_only, claims)
     coverage = Coverage(universe, frozenset(claimed), excluded)
     missing = coverage.uncovered()
     if missing:
@@ -100,6 +109,22 @@ def load_coverage(path: Path, claims: Mapping[str, Claim]) -> Coverage:
             "with a reason"
         )
     return coverage
+
+
+def _check_seed_only(path: Path, listed: list[SeedOnly], claims: Mapping[str, Claim]) -> None:
+    """A claim that declares no dossier fact must say which seed text it rests on, and only
+    such claims are listed (a claim with a fact is traced through the dossier)."""
+    named = {s.claim for s in listed}
+    for s in listed:
+        if s.claim not in claims:
+            raise KnowledgeError(path, f"seed_only[{s.claim}]", "does not resolve to a claim")
+        if claims[s.claim].facts:
+            raise KnowledgeError(path, f"seed_only[{s.claim}]", "declares dossier facts; it is "
+                                 "not seed-only")
+    for cid, claim in claims.items():
+        if not claim.facts and cid not in named:
+            raise KnowledgeError(path, "seed_only", f"claim '{cid}' declares no dossier fact; "
+                                 "list it under seed_only with the seed text it rests on")
 
 
 def dossier_facts(text: str) -> list[str]:

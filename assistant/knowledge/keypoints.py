@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -34,6 +34,18 @@ class KindEntry(_Strict):
     cues: list[str] = Field(min_length=1, description="Case-insensitive Python regexes.")
     topics: list[KebabId] = Field(min_length=1)
     key_points: list[str] = Field(min_length=1, description="Ordered claim ids.")
+    general: bool = Field(
+        default=False,
+        description="A general kind ('management in general'): routed first only when no "
+        "specific kind is cued ('what should we do if she becomes hypotensive?' is about "
+        "the unstable patient).",
+    )
+    convention: Literal["location"] | None = Field(
+        default=None,
+        description="A convention of the rules table that answers this kind of question "
+        "(shown first, labelled as this tool's own): 'location' = what central and peripheral "
+        "mean here.",
+    )
 
 
 class KeyPointsFile(_Strict):
@@ -48,9 +60,16 @@ class QuestionKind:
     cues: tuple[re.Pattern[str], ...]
     topics: tuple[str, ...]
     key_points: tuple[str, ...]
+    convention: str | None = None
+    general: bool = False
 
     def cue_hits(self, question: str) -> int:
         return sum(1 for cue in self.cues if cue.search(question))
+
+    def cue_span(self, question: str) -> int:
+        """How many characters of the question the cues match (each cue's first match): a
+        kind named by a longer, more specific phrase outranks one named by a single word."""
+        return sum(len(m.group(0)) for cue in self.cues if (m := cue.search(question)))
 
 
 @dataclass(frozen=True)
@@ -87,7 +106,7 @@ def load_key_points(
         _check_ids(path, f"{where}.key_points", entry.key_points, claims)
         kinds.append(
             QuestionKind(entry.id, entry.label, tuple(cues), tuple(entry.topics),
-                         tuple(entry.key_points))
+                         tuple(entry.key_points), entry.convention, entry.general)
         )
     for cell, ids in data.cells.items():
         if not ids:
