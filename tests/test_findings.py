@@ -681,6 +681,28 @@ def test_history_statement_superseded_by_this_turn_is_shown_as_overridden(
     ]
 
 
+def test_a_span_the_value_rests_on_is_never_also_shown_as_overridden(lexicon: Lexicon) -> None:
+    # An earlier turn's central emboli stay (a later turn adds emboli, it does not remove them).
+    findings = resolve_findings(
+        "Also cement emboli in segmental branches of the left lower lobe.",
+        lexicon,
+        history=["CT: cement embolus in the right pulmonary artery."],
+    )
+    assert findings.location == "central"
+    assert "right pulmonary artery" in {e.text for e in findings.evidence}
+    assert findings.overridden == ()
+
+
+def test_conflicting_spans_an_explicit_value_settles_are_shown_as_overridden(
+    lexicon: Lexicon,
+) -> None:
+    findings = resolve_findings(
+        "Asymptomatic but dyspnoeic; segmental emboli.", lexicon, explicit={"symptomatic": "yes"}
+    )
+    assert findings.symptomatic is True and not findings.conflicts
+    assert [(e.text, e.value) for e in findings.overridden] == [("Asymptomatic", "no")]
+
+
 def test_anatomy_file_errors_name_the_anatomy_file(tmp_path: Path) -> None:
     (tmp_path / "lexicon.yaml").write_text(
         DEFAULT_LEXICON_PATH.read_text(encoding="utf-8"), encoding="utf-8"

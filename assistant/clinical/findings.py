@@ -267,7 +267,7 @@ def resolve_findings(
         overridden += [
             e
             for older in layers[index + 1 :]
-            for e in (*older.evidence, *older.overridden)
+            for e in (*older.evidence, *older.overridden, *_conflict_evidence(older))
             if e.finding == name and e.value not in shown
         ]
     if not _speaks_about(form, "location"):
@@ -277,7 +277,9 @@ def resolve_findings(
         **values,
         evidence=tuple(evidence),
         conflicts=tuple(conflicts),
-        overridden=tuple(overridden),
+        # A span the value rests on is never also shown as superseded (central emboli kept from
+        # an earlier turn, say).
+        overridden=tuple(dict.fromkeys(e for e in overridden if e not in evidence)),
         # A form submission asks for a recommendation even when the question text does not.
         asks_management=current.asks_management or bool(stated.model_fields_set),
     )
@@ -304,6 +306,12 @@ def _keep_central(
         values["unclear_location"] = None
         evidence += [e for e in layer.evidence if e.finding == "location"]
         return
+
+
+def _conflict_evidence(layer: Findings) -> tuple[Evidence, ...]:
+    """The spans of a layer's conflicts: a later layer that settles the finding supersedes the
+    ones that disagree with it."""
+    return tuple(e for c in layer.conflicts for e in c.evidence)
 
 
 def _speaks_about(layer: Findings, name: FindingName) -> bool:
