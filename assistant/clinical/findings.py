@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
+from assistant.clinical.asking import asks_management
 from assistant.clinical.context import GENERIC, UNVERIFIED, Mention, read_mentions
 from assistant.clinical.lexicon import Lexicon
 from assistant.errors import InputError
@@ -97,9 +98,7 @@ def extract_findings(
         evidence=tuple(evidence(m) for m in _in_finding_order(used)),
         conflicts=tuple(conflicts),
         overridden=tuple(evidence(m) for m in _in_finding_order(overridden)),
-        # "What did Krueger recommend?" asks about a source, not what to do for this patient.
-        asks_management=any(p.search(text) for p in lexicon.management)
-        and not any(p.search(text) for p in lexicon.literature),
+        asks_management=asks_management(text, lexicon),
     )
 
 
