@@ -400,7 +400,9 @@ class Findings(Frozen):
         default=None, description="A location term that maps to neither class (e.g. 'lobar')."
     )
     asks_management: bool = Field(
-        default=False, description="The question asks what to do (manage, treat, next step...)."
+        default=False,
+        description="The clinician asks what to do (manage, treat, next step...) in a sentence "
+        "that asks; a pasted report's own 'Follow-up CT recommended' does not.",
     )
 
     def has_clinical_finding(self) -> bool:

@@ -200,6 +200,24 @@ def test_management_question_without_findings_needs_information_and_asks(
     assert missing.outcomes  # what each answer would lead to
 
 
+PASTED_REPORT = (
+    "CT CHEST\nClinical details: L2 vertebroplasty 4 days ago.\n"
+    "Findings: No intraluminal high-density material in the pulmonary arteries.\n"
+    "Impression: No pulmonary cement embolism. Follow-up CT recommended in 12 months for a "
+    "stable 4 mm nodule."
+)
+
+
+def test_a_pasted_reports_recommendation_gets_no_card_until_the_clinician_asks(
+    assistant: Assistant,
+) -> None:
+    report = assistant.ask(PASTED_REPORT)
+    assert report.in_scope and report.recommendation is None
+    asked = assistant.ask(PASTED_REPORT + "\nWhat should we do?")
+    assert asked.recommendation is not None
+    assert asked.recommendation.tier == "needs_information"
+
+
 def assert_markers_resolve(answer: Answer) -> None:
     numbers = [c.n for c in answer.citations]
     assert numbers == list(range(1, len(numbers) + 1))

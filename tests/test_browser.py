@@ -49,10 +49,13 @@ UNSTABLE_INTRACARDIAC = (
     "Hypotensive and short of breath after vertebroplasty; echo shows cement in the right "
     "ventricle. What now?"
 )
-# Instability without a symptom status: the table counts it as symptomatic (a derived input, shown
-# in the basis with its rationale and citation); no location, so follow-up options too.
-UNSTABLE_SYMPTOMS_UNSTATED = (
-    "Hypotensive after vertebroplasty; echo shows cement in the right ventricle. What now?"
+# Deterioration over time ('initially stable, then hypotensive': the latest state wins, and the
+# basis shows the statement it overrode) and instability without a symptom status: the table counts
+# it as symptomatic (a derived input, shown in the basis with its rationale and citation); no
+# location, so follow-up options too.
+DETERIORATED_SYMPTOMS_UNSTATED = (
+    "Initially stable after vertebroplasty, then hypotensive; echo shows cement in the right "
+    "ventricle. What now?"
 )
 XSS = "<script>alert(1)</script>"
 ANSWER_TIMEOUT_MS = 90_000
@@ -258,9 +261,20 @@ def test_axe_finds_no_critical_or_serious_violation_empty_and_after_an_answer(
     empty = browser.axe(f"empty-{width}")
     assert blocking(empty) == {}, empty
 
-    # escalations, a derived input, follow-up options, citations: the most markup
-    browser.ask(UNSTABLE_SYMPTOMS_UNSTATED)
+    # escalations, a derived input, an overridden statement, follow-up options, citations: the
+    # most markup
+    browser.ask(DETERIORATED_SYMPTOMS_UNSTATED)
     expect(card(page).locator(".pce-escalation").first).to_be_visible(timeout=ANSWER_TIMEOUT_MS)
+    # The basis panel shows the span it used and the one it overrode, on the finding's row.
+    unstable = card(page).locator('tr[data-input="hemodynamic_instability"]')
+    expect(unstable).to_contain_text("“hypotensive”")
+    overrode = unstable.locator(".pce-overridden")
+    expect(overrode).to_be_visible()
+    expect(overrode).to_contain_text("“Initially stable”")
+    expect(overrode).to_contain_text("superseded by a later statement")
+    expect(
+        page.locator('#pce-extracted li[data-finding="hemodynamic_instability"] .pce-overridden')
+    ).to_contain_text("“Initially stable”")
     derived = card(page).locator(".pce-derived")
     expect(derived).to_be_visible()
     derived.locator("summary").click()  # opened: axe checks its rationale and source links too

@@ -241,6 +241,24 @@ def test_a_record_gives_a_card_traced_to_its_resources(client: TestClient) -> No
     assert "CPT 22511 — Procedure/p-1" in card["detail"]
 
 
+def test_a_statement_a_later_report_superseded_is_on_the_card_with_its_resource_and_date(
+    client: TestClient,
+) -> None:
+    older = report(
+        "ct-1", "Asymptomatic. Cement emboli in segmental arteries of the right lower lobe.",
+        when="2026-03-12T08:00:00Z",
+    )  # fmt: skip
+    newer = report("ct-2", "Now short of breath; no new emboli.", when="2026-03-14T08:00:00Z")
+    (card,) = cards(client, hook(record(newer, older)))
+    lines = card["detail"].splitlines()
+    at = next(i for i, x in enumerate(lines) if x.startswith("- symptomatic = **yes**:"))
+    assert "DiagnosticReport/ct-2 · 2026-03-14 08:00 UTC" in lines[at]
+    assert lines[at + 1] == (
+        "  - Overrode “Asymptomatic” — DiagnosticReport/ct-1 · 2026-03-12 08:00 UTC — "
+        "superseded by a later statement"
+    )
+
+
 def test_symptoms_the_table_derived_are_shown_as_its_convention_with_the_vital_behind_them(
     client: TestClient, assistant: Assistant
 ) -> None:
@@ -264,12 +282,21 @@ def test_symptoms_the_table_derived_are_shown_as_its_convention_with_the_vital_b
     assert "symptomatic = not stated" not in detail
 
 
-def test_context_findings_win_over_the_record(client: TestClient) -> None:
+def test_context_findings_win_over_the_record_and_the_report_span_is_shown_as_overridden(
+    client: TestClient,
+) -> None:
     body = hook(record(ASYMPTOMATIC_SEGMENTAL), findings={"symptomatic": "yes"})
     (card,) = cards(client, body)
-    assert "`anticoagulation`" in card["detail"]
-    assert "- symptomatic = **yes**: stated in context.findings" in card["detail"]
-    assert "“Asymptomatic”" not in card["detail"]
+    detail = card["detail"]
+    assert "`anticoagulation`" in detail
+    lines = detail.splitlines()
+    at = lines.index("- symptomatic = **yes**: stated in context.findings")
+    # The report's statement is not the value: it is shown under it, as what the value overrode.
+    assert lines[at + 1] == (
+        "  - Overrode “Asymptomatic” — DiagnosticReport/ct-1 · 2026-03-14 08:00 UTC — "
+        "superseded by the value set explicitly"
+    )
+    assert [x for x in lines if "“Asymptomatic”" in x] == [lines[at + 1]]
 
 
 @pytest.mark.parametrize(

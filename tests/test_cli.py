@@ -14,6 +14,7 @@ import pytest
 from assistant import Answer, Assistant, Settings
 from assistant import cli as cli_module
 from assistant.cli import main
+from assistant.present import default_presentation
 from assistant.retrieval.embeddings import HashEmbedder
 
 QUESTION = "Cement emboli in the lungs after kyphoplasty: anticoagulate?"
@@ -61,6 +62,24 @@ def test_ask_prints_tier_summary_narrative_citations_and_the_tier_card(
     assert "location = peripheral (explicit" in out
     assert "  Sources:" in out and "  Caveats:" in out
     assert "Decision support only" in lines[-1]
+
+
+def test_ask_shows_each_findings_span_and_the_statement_it_overrode(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    question = (
+        "Initially stable after vertebroplasty, then in shock on vasopressors; cement in "
+        "segmental arteries. Next step?"
+    )
+    code, out, err = run(capsys, "ask", question)
+    assert code == 0, err
+    lines = out.splitlines()
+    used = [i for i, x in enumerate(lines) if x.startswith("    - hemodynamic_instability = yes")]
+    assert used, out
+    words = default_presentation().overridden
+    assert lines[used[-1] + 1].strip() == (
+        f"{words.label} “Initially stable” (this question) — {words.later}"
+    )
 
 
 def test_ask_with_escalation_flags_shows_them(capsys: pytest.CaptureFixture[str]) -> None:

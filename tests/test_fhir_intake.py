@@ -159,6 +159,35 @@ def test_the_latest_report_speaks_for_a_finding(lexicon: Lexicon, codes: EhrCode
     assert sources == {"symptomatic": "DiagnosticReport/ct-2", "location": "DiagnosticReport/ct-1"}
 
 
+def test_what_a_later_report_superseded_is_kept_with_its_own_resource_and_date(
+    lexicon: Lexicon, codes: EhrCodes
+) -> None:
+    older = report("ct-1", "Asymptomatic. Segmental cement emboli.", when="2026-03-12T08:00:00Z")
+    newer = report("ct-2", "Now short of breath.", when="2026-03-14T08:00:00Z")
+    f = read(lexicon, codes, reports=(newer, older)).findings
+    assert [(e.text, e.value, e.resource, e.resource_date, e.origin, e.turn)
+            for e in f.overridden] == [
+        ("Asymptomatic", "no", "DiagnosticReport/ct-1", "2026-03-12T08:00:00Z", "text", None)
+    ]  # fmt: skip
+
+
+def test_a_statement_superseded_inside_one_report_is_traced_to_that_report(
+    lexicon: Lexicon, codes: EhrCodes
+) -> None:
+    text = (
+        "CLINICAL HISTORY: Initially stable after T12 vertebroplasty, then hypotensive requiring "
+        "vasopressors.\nIMPRESSION: Cement emboli in subsegmental arteries."
+    )
+    f = read(lexicon, codes, reports=(report("ct-5", None, text=text),)).findings
+    assert f.hemodynamic_instability is True
+    (superseded,) = f.overridden
+    assert superseded.text == "Initially stable"
+    assert (superseded.resource, superseded.resource_date) == (
+        "DiagnosticReport/ct-5", "2026-03-14T08:00:00Z"
+    )
+    assert text[superseded.start : superseded.end] == superseded.text
+
+
 def test_only_final_chest_imaging_reports_are_read(lexicon: Lexicon, codes: EhrCodes) -> None:
     spine = report("mr-1", "Central canal is patent. Cement in L1.",
                    code=("24968-0", "MR Lumbar spine"))  # fmt: skip

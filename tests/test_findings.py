@@ -327,6 +327,57 @@ def test_plain_statement_does_not_ask_for_management(lexicon: Lexicon) -> None:
     assert extract_findings("Peripheral emboli, asymptomatic.", lexicon).asks_management is False
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "IMPRESSION: No pulmonary cement embolism. Follow-up CT recommended in 3 months.",
+        "No intravascular cement. Recommend clinical correlation.",
+        "Plan: repeat CT chest in 6 weeks; continue LMWH.",
+        "Suggest correlation with prior imaging; follow-up imaging advised if symptoms develop.",
+        # a radiologist's questions on a report-section line are the report's own
+        "Conclusion: linear density near the hilum, cement? Consider CTPA if anticoagulation is "
+        "contemplated?",
+        "Next steps: outpatient CT in 3 months.",
+        "What appeared to be thrombus was cement; it was managed conservatively.",
+        "Should she become breathless, she should return for anticoagulation review.",
+        "Treated with enoxaparin for 6 weeks, then warfarin.",
+    ],
+)
+def test_a_reports_own_recommendation_or_plan_does_not_ask_for_management(
+    text: str, lexicon: Lexicon
+) -> None:
+    assert not extract_findings(text, lexicon).asks_management
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Anticoagulate?",
+        "What should we do?",
+        "sob since this morning, distal emboli, should we start heparin",
+        "Hypoxemic, subsegmental cement, please recommend management",
+        "post-VP pt hypotensive, cement in the left main PA. next step",
+        "why 6 months of anticoagulation for cement emboli, what's the rationale",
+        "Is there a role for anticoagulation",
+        "ED note: CT shows cement in the RLL artery. Q for medics: start heparin?",
+        "IMPRESSION: Cement in segmental arteries. Follow-up CT recommended.\nDo we treat?",
+    ],
+)
+def test_the_clinicians_own_question_or_request_asks_for_management(
+    text: str, lexicon: Lexicon
+) -> None:
+    assert extract_findings(text, lexicon).asks_management
+
+
+def test_a_date_in_a_pasted_report_does_not_make_the_question_one_about_a_source(
+    lexicon: Lexicon,
+) -> None:
+    report = "CT 12 March 2026: no cement in the pulmonary arteries, nodule unchanged since 2024."
+    assert extract_findings(report + "\nShould we anticoagulate?", lexicon).asks_management
+    about_a_source = "Should we anticoagulate, as Krueger 2009 did?"
+    assert not extract_findings(about_a_source, lexicon).asks_management
+
+
 def test_explicit_findings_count_as_asking_for_management(lexicon: Lexicon) -> None:
     assert resolve_findings(
         "Peripheral emboli.", lexicon, explicit={"symptomatic": None}
@@ -459,8 +510,9 @@ def test_lexicon_missing_key_names_file_and_key(
     with pytest.raises(RulesError) as info:
         load_lexicon(path)
     assert info.value.path == str(path.resolve())
+    line = path.read_text(encoding="utf-8").splitlines().index("context:") + 1
     assert info.value.problems == [
-        "lexicon.yaml:1: context.pre_negation: required field is missing"
+        f"lexicon.yaml:{line}: context.pre_negation: required field is missing"
     ]
     assert str(path.resolve()) in str(info.value)
 
@@ -692,6 +744,28 @@ def test_history_statement_superseded_by_this_turn_is_shown_as_overridden(
     assert [(e.text, e.origin, e.turn) for e in findings.overridden] == [
         ("Asymptomatic", "history", 0)
     ]
+
+
+def test_a_span_the_value_rests_on_is_never_also_shown_as_overridden(lexicon: Lexicon) -> None:
+    # An earlier turn's central emboli stay (a later turn adds emboli, it does not remove them).
+    findings = resolve_findings(
+        "Also cement emboli in segmental branches of the left lower lobe.",
+        lexicon,
+        history=["CT: cement embolus in the right pulmonary artery."],
+    )
+    assert findings.location == "central"
+    assert "right pulmonary artery" in {e.text for e in findings.evidence}
+    assert findings.overridden == ()
+
+
+def test_conflicting_spans_an_explicit_value_settles_are_shown_as_overridden(
+    lexicon: Lexicon,
+) -> None:
+    findings = resolve_findings(
+        "Asymptomatic but dyspnoeic; segmental emboli.", lexicon, explicit={"symptomatic": "yes"}
+    )
+    assert findings.symptomatic is True and not findings.conflicts
+    assert [(e.text, e.value) for e in findings.overridden] == [("Asymptomatic", "no")]
 
 
 def test_anatomy_file_errors_name_the_anatomy_file(tmp_path: Path) -> None:

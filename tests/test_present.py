@@ -109,6 +109,7 @@ def test_faces_and_the_presentation_layer_hold_no_clinical_captions(
     captions += [f.hint for f in text.findings.values() if f.hint]
     captions += [text.location_convention_short[:40], *(e[:40] for e in text.examples)]
     captions += list(text.certainty_appraisal.values())
+    captions += [text.overridden.later, text.overridden.explicit]
     templates = (text.derived, text.cds_link.question, text.cds_link.unclear_location)
     captions += [part for t in templates for part in re.split(r"\{\w+\}", t) if len(part) > 12]
     modules = [*(PACKAGE / "present").rglob("*.py"), *(PACKAGE / "web").rglob("*.py")]
@@ -136,6 +137,7 @@ def test_faces_and_the_presentation_layer_hold_no_clinical_captions(
         (lambda raw: raw.replace("because {because}", "because {becuase}"), "derived"),
         (lambda raw: raw.replace('  source: "as graded by the cited source"\n', ""), "appraisal"),
         (lambda raw: raw.replace("after {procedure}:", "after it:"), "question"),
+        (lambda raw: raw.replace('  later: "superseded by a later statement"\n', ""), "later"),
     ],
     ids=[
         "unknown-field",
@@ -144,6 +146,7 @@ def test_faces_and_the_presentation_layer_hold_no_clinical_captions(
         "derived-placeholder-misspelt",
         "appraisal-word-missing",
         "link-question-without-procedure",
+        "overridden-reason-missing",
     ],
 )
 def test_a_bad_presentation_file_names_the_file_and_the_field(
@@ -315,6 +318,106 @@ def test_a_finding_read_from_a_record_names_its_resource_and_date_in_every_face(
         assert "“SpO2" not in shown, face  # a coded value is not a quoted span
 
 
+DETERIORATION = (
+    "Initially stable after L1 vertebroplasty, then refractory shock requiring vasopressors; "
+    "CT shows cement in segmental arteries. Dyspnoeic. What now?"
+)
+
+
+def _row(html_text: str, marker: str) -> str:
+    """One row of a card's basis table or of the extracted-findings list (HTML unescaped)."""
+    return html.unescape(html_text.split(marker, 1)[1].split("</tr>")[0].split("</li>")[0])
+
+
+def test_every_face_shows_the_span_used_and_the_span_it_overrode(
+    assistant: Assistant, text: present.Presentation
+) -> None:
+    answer = assistant.ask(DETERIORATION)
+    assert answer.findings.hemodynamic_instability is True
+    assert [e.text for e in answer.findings.overridden] == ["Initially stable"]
+    words = text.overridden
+    overrode = f"{words.label} “Initially stable” (this question) — {words.later}"
+    view = present.answer_view(answer, text)
+    assert view.card is not None
+    (row,) = [r for r in view.card.basis if r.name == "hemodynamic_instability"]
+    assert [o.evidence.text for o in row.overridden] == ["Initially stable"]
+    assert row.overridden[0].by == "later"
+    # The web UI: the basis panel and the extracted-findings list, each on the finding's own row.
+    card = present.card_html(view.card)
+    basis = re.sub(r"<[^>]+>", "", _row(card, 'data-input="hemodynamic_instability"'))
+    assert "“refractory shock” (this question)" in basis and overrode in basis
+    found = _row(present.findings_html(view.findings), 'data-finding="hemodynamic_instability"')
+    assert "“refractory shock”" in found
+    assert "“Initially stable”" in found and words.later in found
+    for other in ("symptomatic", "location"):  # nothing superseded there: nothing shown
+        assert words.later not in _row(card, f'data-input="{other}"')
+    faces = _faces(answer, text)
+    # Markdown export: a sub-item under the finding's basis line.
+    assert (
+        "- hemodynamic_instability = yes — “refractory shock” (this question); “vasopressors” "
+        f"(this question)\n  - {overrode}\n"
+    ) in faces["export"]
+    # CLI: right after the last span of that finding.
+    cli = faces["cli"].splitlines()
+    at = cli.index("    - hemodynamic_instability = yes (text: “vasopressors”)")
+    assert cli[at + 1].strip() == overrode
+    # CDS card detail.
+    cds = faces["cds"].splitlines()
+    at = cds.index("- hemodynamic_instability = **yes**: “vasopressors”")
+    assert cds[at + 1] == f"  - {words.label} “Initially stable” — {words.later}"
+
+
+def test_a_statement_the_panel_overrode_says_the_explicit_value_won(
+    assistant: Assistant, text: present.Presentation
+) -> None:
+    answer = assistant.ask(
+        "Asymptomatic; cement in segmental arteries after kyphoplasty. Next step?",
+        findings={"symptomatic": "yes"},
+    )
+    assert answer.findings.symptomatic is True
+    view = present.answer_view(answer, text)
+    (item,) = view.findings.rows[0].overridden
+    assert (item.evidence.text, item.by, item.note) == (
+        "Asymptomatic", "explicit", text.overridden.explicit
+    )
+    for face, shown in _faces(answer, text).items():
+        assert "“Asymptomatic”" in shown and text.overridden.explicit in shown, face
+        assert text.overridden.later not in shown, face
+
+
+def test_an_overridden_report_span_names_its_resource_and_date_in_every_face(
+    assistant: Assistant, text: present.Presentation
+) -> None:
+    found = Findings(
+        symptomatic=True,
+        location="peripheral",
+        evidence=(
+            Evidence(
+                finding="symptomatic", value="yes", text="short of breath", origin="text",
+                resource="DiagnosticReport/ct-2", resource_date="2026-03-14T08:00:00Z",
+            ),
+            Evidence(
+                finding="location", value="peripheral", text="segmental branches", origin="text",
+                resource="DiagnosticReport/ct-1", resource_date="2026-03-12T08:00:00Z",
+            ),
+        ),
+        overridden=(
+            Evidence(
+                finding="symptomatic", value="no", text="Asymptomatic", origin="text",
+                resource="DiagnosticReport/ct-1", resource_date="2026-03-12T08:00:00Z",
+            ),
+        ),
+    )  # fmt: skip
+    answer = assistant.ask("Cement emboli after vertebroplasty: next step?")
+    answer = answer.model_copy(
+        update={"findings": found, "recommendation": assistant.recommend(found)}
+    )
+    for face, shown in _faces(answer, text).items():
+        line = next(x for x in shown.splitlines() if "“Asymptomatic”" in x)
+        assert "DiagnosticReport/ct-1 · 2026-03-12 08:00 UTC" in line, face
+        assert text.overridden.later in line, face
+
+
 @pytest.mark.parametrize(
     ("value", "shown"),
     [
@@ -409,7 +512,9 @@ def test_templates_escape_every_field_from_sources_and_questions(
             "question": HOSTILE,
             "citations": (bad,),
             "recommendation": rec,
-            "findings": answer.findings.model_copy(update={"evidence": (span,)}),
+            "findings": answer.findings.model_copy(
+                update={"evidence": (span,), "overridden": (span,)}
+            ),
         }
     )
     view = present.answer_view(hostile, text)

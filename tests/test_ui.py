@@ -137,6 +137,22 @@ def test_chat_history_carries_findings_from_earlier_messages(chat: ui.ChatUI) ->
     assert "earlier message 1" in found
 
 
+def test_basis_panel_and_findings_list_show_the_statement_a_later_one_overrode(
+    chat: ui.ChatUI,
+) -> None:
+    session = ui.Session()
+    ask(chat, session, "Asymptomatic patient with cement emboli after kyphoplasty. How to manage?")
+    _, _, card, found, _, _ = ask(chat, session, "Now short of breath; segmental branches.")[-1]
+    assert 'data-tier="anticoagulation"' in card
+    words = chat.text.overridden
+    rows = ((card, 'data-input="symptomatic"'), (found, 'data-finding="symptomatic"'))
+    for shown, marker in rows:
+        row = shown.split(marker, 1)[1].split("</tr>")[0].split("</li>")[0]
+        assert "“short of breath”" in row
+        assert 'data-overridden="symptomatic"' in row and "“Asymptomatic”" in row
+        assert "earlier message 1" in row and words.later in row
+
+
 def test_panel_values_override_the_text(chat: ui.ChatUI) -> None:
     session = ui.Session()
     panel = ("no", "central", "unknown", "unknown")

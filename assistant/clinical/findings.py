@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
+from assistant.clinical.asking import asks_management
 from assistant.clinical.context import GENERIC, UNVERIFIED, Mention, read_mentions
 from assistant.clinical.lexicon import Lexicon
 from assistant.errors import InputError
@@ -97,9 +98,7 @@ def extract_findings(
         evidence=tuple(evidence(m) for m in _in_finding_order(used)),
         conflicts=tuple(conflicts),
         overridden=tuple(evidence(m) for m in _in_finding_order(overridden)),
-        # "What did Krueger recommend?" asks about a source, not what to do for this patient.
-        asks_management=any(p.search(text) for p in lexicon.management)
-        and not any(p.search(text) for p in lexicon.literature),
+        asks_management=asks_management(text, lexicon),
     )
 
 
@@ -267,7 +266,7 @@ def resolve_findings(
         overridden += [
             e
             for older in layers[index + 1 :]
-            for e in (*older.evidence, *older.overridden)
+            for e in (*older.evidence, *older.overridden, *_conflict_evidence(older))
             if e.finding == name and e.value not in shown
         ]
     if not _speaks_about(form, "location"):
@@ -277,7 +276,9 @@ def resolve_findings(
         **values,
         evidence=tuple(evidence),
         conflicts=tuple(conflicts),
-        overridden=tuple(overridden),
+        # A span the value rests on is never also shown as superseded (central emboli kept from
+        # an earlier turn, say).
+        overridden=tuple(dict.fromkeys(e for e in overridden if e not in evidence)),
         # A form submission asks for a recommendation even when the question text does not.
         asks_management=current.asks_management or bool(stated.model_fields_set),
     )
@@ -304,6 +305,12 @@ def _keep_central(
         values["unclear_location"] = None
         evidence += [e for e in layer.evidence if e.finding == "location"]
         return
+
+
+def _conflict_evidence(layer: Findings) -> tuple[Evidence, ...]:
+    """The spans of a layer's conflicts: a later layer that settles the finding supersedes the
+    ones that disagree with it."""
+    return tuple(e for c in layer.conflicts for e in c.evidence)
 
 
 def _speaks_about(layer: Findings, name: FindingName) -> bool:

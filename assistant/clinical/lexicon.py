@@ -150,6 +150,18 @@ class ContextTerms(_Strict):
     baseline: BaselineTerms
 
 
+class AskingTerms(_Strict):
+    """When a management word is the clinician asking this tool what to do (a convention)."""
+
+    convention: str = Field(min_length=1)
+    opening: Terms = Field(
+        description="Open a question typed without '?' (at the start of a sentence that does not "
+        "end with a full stop)."
+    )
+    requests: Terms = Field(description="Forms that ask wherever they stand, '?' or not.")
+    headings: Terms = Field(description="Report-section headings: a sentence they open never asks.")
+
+
 class PopulationTerms(_Strict):
     convention: str = Field(min_length=1)
     any_sentence: Terms
@@ -210,6 +222,7 @@ class Lexicon(_Strict):
     numeric: tuple[NumericRule, ...]
     procedure: ProcedureTerms
     management: Terms = Field(min_length=1)
+    asking: AskingTerms
     literature: Terms = Field(
         description="A question about what a source did or said, not about this patient."
     )

@@ -5,6 +5,8 @@ as plain data (``RecordView``: the procedure, the reports and vital signs read, 
 was skipped), and ``cds_view`` builds everything the card's detail shows: each finding traced to
 its resource, span and date, the inputs the table filled in, the data read with the tool's
 thresholds, the conventions of the vitals that met them, and the sources, each passage once.
+A statement a later one (or a later report) superseded is shown under its finding with its own
+resource and date.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from assistant.present.view import (
     CitationView,
     DerivedView,
     EvidenceView,
+    OverriddenView,
     View,
     all_citations,
     card_view,
@@ -71,6 +74,7 @@ class CdsFinding(View):
     value: str | None  # None: not stated; "yes", "central", "unclear (lobar)"
     conflict: bool = False
     evidence: tuple[EvidenceView, ...] = ()  # one per span and resource
+    overridden: tuple[OverriddenView, ...] = ()  # what a later statement or report superseded
     derived: DerivedView | None = None
 
 
@@ -94,15 +98,34 @@ def _views(evidence: Sequence[Evidence]) -> tuple[EvidenceView, ...]:
     return _distinct([evidence_view(e) for e in evidence])
 
 
+def _distinct_overridden(items: Sequence[OverriddenView]) -> tuple[OverriddenView, ...]:
+    kept: dict[tuple[str, str, str | None], OverriddenView] = {}
+    for o in items:
+        kept.setdefault((o.evidence.value, o.evidence.text.casefold(), o.evidence.resource), o)
+    return tuple(kept.values())
+
+
 def _value(raw: object) -> str:
     return "yes" if raw is True else "no" if raw is False else str(raw)
 
 
-def _finding(name: str, findings: Findings, derived: Sequence[DerivedView]) -> CdsFinding:
+def _finding(
+    name: str,
+    findings: Findings,
+    derived: Sequence[DerivedView],
+    overridden: Sequence[OverriddenView],
+) -> CdsFinding:
+    superseded = _distinct_overridden([o for o in overridden if o.evidence.finding == name])
     conflicts = [c for c in findings.conflicts if c.finding == name]
     if conflicts:
         spans = [e for c in conflicts for e in c.evidence]
-        return CdsFinding(name=name, value="conflict", conflict=True, evidence=_views(spans))
+        return CdsFinding(
+            name=name,
+            value="conflict",
+            conflict=True,
+            evidence=_views(spans),
+            overridden=superseded,
+        )
     raw = getattr(findings, name)
     if name == "location" and findings.unclear_location:
         raw = f"unclear ({findings.unclear_location})"
@@ -111,8 +134,8 @@ def _finding(name: str, findings: Findings, derived: Sequence[DerivedView]) -> C
         filled = next((d for d in derived if d.input == name), None)
         if filled is not None:
             filled = filled.model_copy(update={"evidence": _distinct(filled.evidence)})
-        return CdsFinding(name=name, value=None, derived=filled)
-    return CdsFinding(name=name, value=_value(raw), evidence=evidence)
+        return CdsFinding(name=name, value=None, derived=filled, overridden=superseded)
+    return CdsFinding(name=name, value=_value(raw), evidence=evidence, overridden=superseded)
 
 
 def cds_view(
@@ -128,7 +151,10 @@ def cds_view(
     )
     return CdsView(
         card=card,
-        findings=tuple(_finding(n, findings, card.derived) for n in (*PANEL_FIELDS, "procedure")),
+        findings=tuple(
+            _finding(n, findings, card.derived, card.overridden)
+            for n in (*PANEL_FIELDS, "procedure")
+        ),
         record=record,
         conventions=tuple(conventions),
         citations=tuple(all_citations(card)),

@@ -1,9 +1,10 @@
 """The words around a recommendation, read from ``knowledge/presentation.yaml``.
 
 Tier names, finding labels and hints, the short location convention, captions, the words for who
-graded a certainty of evidence, the sentence that shows an input the table derived, the CDS link
-card's question and example vignettes are data beside the rules table, not Python constants, so a
-reviewer checks every clinical statement a face shows in ``knowledge/``. The tier and everything
+graded a certainty of evidence, the sentence that shows an input the table derived, the words for a
+statement a later one superseded, the CDS link card's question and example vignettes are data
+beside the rules table, not Python constants, so a reviewer checks every clinical statement a face
+shows in ``knowledge/``. The tier and everything
 it carries (actions, caveats, citations) still come from the rules table alone.
 """
 
@@ -84,6 +85,14 @@ class FindingText(_Data):
     )
 
 
+class OverriddenText(_Data):
+    """How a statement that was superseded is shown beside the span used."""
+
+    label: str = Field(min_length=1, description="Opens the line ('Overrode').")
+    later: str = Field(min_length=1, description="Why: a later statement superseded it.")
+    explicit: str = Field(min_length=1, description="Why: a value set explicitly won over it.")
+
+
 class CdsLinkText(_Data):
     """The question the CDS link card puts in the web UI's message box."""
 
@@ -112,6 +121,7 @@ class Presentation(_Data):
     derived: Annotated[str, _template("value", "because")] = Field(
         min_length=1, description="How a table input the rules table filled in is shown."
     )
+    overridden: OverriddenText
     cds_link: CdsLinkText
 
     @model_validator(mode="after")

@@ -78,6 +78,16 @@ class EvidenceView(View):
     resource_date: str | None = None  # ISO 8601, as the record gives it
 
 
+class OverriddenView(View):
+    """A statement the value does not rest on: a later one superseded it, or a value set
+    explicitly won over it. Shown beside the span used, never used for the value."""
+
+    evidence: EvidenceView
+    by: Literal["later", "explicit"]
+    label: str  # "Overrode", from knowledge/presentation.yaml
+    note: str  # "superseded by a later statement", from knowledge/presentation.yaml
+
+
 class CertaintyView(View):
     """The certainty of evidence of a row or an escalation, and who judged it."""
 
@@ -107,6 +117,7 @@ class BasisRow(View):
     label: str
     value: str
     evidence: tuple[EvidenceView, ...] = ()
+    overridden: tuple[OverriddenView, ...] = ()  # what the value's spans superseded
     convention: str | None = None  # the short location convention, on the location row
     derived: DerivedView | None = None  # the table filled this input in
 
@@ -171,6 +182,7 @@ class CardView(View):
     citations: tuple[CitationView, ...]
     basis: tuple[BasisRow, ...]
     evidence: tuple[EvidenceView, ...]  # every finding's evidence, for the plain-text faces
+    overridden: tuple[OverriddenView, ...]  # every statement superseded, for the same faces
     derived: tuple[DerivedView, ...]  # inputs the table filled in, for the plain-text faces
     missing: tuple[MissingView, ...]
     source: CardSource
@@ -185,6 +197,7 @@ class FindingRow(View):
     short: str
     value: str  # "yes", "no", "central", "—", "conflict", "unclear"
     evidence: tuple[EvidenceView, ...]
+    overridden: tuple[OverriddenView, ...] = ()
     conflict: bool = False
     unclear_term: str | None = None
 
@@ -316,6 +329,29 @@ def evidence_view(e: Evidence) -> EvidenceView:
     )
 
 
+def overridden_views(
+    findings: Findings, text: Presentation, name: str | None = None
+) -> tuple[OverriddenView, ...]:
+    """The statements superseded (of one finding, or of all), each with why: a value set
+    explicitly decides its finding, else a later statement did."""
+    explicit = {e.finding for e in findings.evidence if e.origin == "explicit"}
+    words = text.overridden
+    views = []
+    for e in findings.overridden:
+        if name is not None and e.finding != name:
+            continue
+        by: Literal["later", "explicit"] = "explicit" if e.finding in explicit else "later"
+        views.append(
+            OverriddenView(
+                evidence=evidence_view(e),
+                by=by,
+                label=words.label,
+                note=words.explicit if by == "explicit" else words.later,
+            )
+        )
+    return tuple(views)
+
+
 def certainty_view(certainty: Certainty | None, text: Presentation) -> CertaintyView | None:
     if certainty is None:
         return None
@@ -373,6 +409,7 @@ def card_view(
 ) -> CardView:
     """The card of one recommendation, with everything needed to check its basis."""
     evidence = tuple(evidence_view(e) for e in findings.evidence)
+    overridden = overridden_views(findings, text)
     derived = tuple(derived_view(d, text) for d in rec.derived)
     basis = tuple(
         BasisRow(
@@ -380,6 +417,7 @@ def card_view(
             label=text.label(name),
             value=value,
             evidence=tuple(e for e in evidence if e.finding == name),
+            overridden=tuple(o for o in overridden if o.evidence.finding == name),
             convention=text.location_convention_short if name == "location" else None,
             derived=next((d for d in derived if d.input == name), None),
         )
@@ -418,6 +456,7 @@ def card_view(
         citations=tuple(citation_view(c) for c in rec.citations),
         basis=basis,
         evidence=evidence,
+        overridden=overridden,
         derived=derived,
         missing=_missing(rec),
         source=source,
@@ -440,7 +479,8 @@ def _missing(rec: Recommendation) -> tuple[MissingView, ...]:
 
 
 def findings_view(findings: Findings, text: Presentation) -> FindingsView:
-    """What was extracted from the conversation (and the panel), with the evidence for each."""
+    """What was extracted from the conversation (and the panel): the evidence for each finding
+    and the statements it superseded."""
     conflicts: dict[str, Conflict] = {c.finding: c for c in findings.conflicts}
     rows = []
     for name in (*PANEL_FIELDS, "procedure"):
@@ -460,6 +500,7 @@ def findings_view(findings: Findings, text: Presentation) -> FindingsView:
                 short=text.short(name),
                 value=str(value),
                 evidence=evidence,
+                overridden=overridden_views(findings, text, name),
                 conflict=conflict,
                 unclear_term=unclear,
             )

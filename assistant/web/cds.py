@@ -369,7 +369,8 @@ def gather(
 def _with_explicit(
     findings: Findings, stated: ExplicitFindings | None, assistant: Assistant
 ) -> Findings:
-    """context.findings win, finding by finding, over what the record says."""
+    """context.findings win, finding by finding, over what the record says; what the record
+    said otherwise is kept as overridden (as ``resolve_findings`` does for the findings panel)."""
     if stated is None or stated.is_empty():
         return findings
     form = resolve_findings("", assistant.lexicon, explicit=stated)
@@ -377,6 +378,13 @@ def _with_explicit(
     values = {n: getattr(form, n) for n in names}
     if "location" in names:
         values["unclear_location"] = None
+    said = (
+        *findings.evidence,
+        *findings.overridden,
+        *(e for c in findings.conflicts for e in c.evidence),
+    )
+    shown = {n: {e.value for e in form.evidence if e.finding == n} for n in names}
+    superseded = [e for e in said if e.finding in names and e.value not in shown[e.finding]]
     return findings.model_copy(
         update={
             **values,
@@ -385,6 +393,11 @@ def _with_explicit(
                 *(e for e in form.evidence if e.finding in names),
             ),
             "conflicts": tuple(c for c in findings.conflicts if c.finding not in names),
+            "overridden": tuple(
+                dict.fromkeys(
+                    [*(e for e in findings.overridden if e.finding not in names), *superseded]
+                )
+            ),
         }
     )
 

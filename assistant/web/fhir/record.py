@@ -229,6 +229,8 @@ def _read_reports(
                 c.model_copy(update={"evidence": tuple(map(trace, c.evidence))})
                 for c in merged.conflicts
             ),
+            # What a later statement (or a later report) superseded, traced like the rest.
+            "overridden": tuple(map(trace, merged.overridden)),
             "asks_management": False,
         }
     )
