@@ -238,3 +238,60 @@ def test_a_search_style_query_that_mentions_a_finding_is_answered_by_the_evidenc
     vignette = composer().compose("Breathless after vertebroplasty. Cement emboli on CT.", CLAIMS,
                                   findings=findings, recommendation=waiting)
     assert vignette.sentences[0].role == "tier"  # sentences that describe a patient
+
+
+def test_why_and_where_are_answered_by_the_sentence_that_gives_a_reason_or_a_site() -> None:
+    claims = [
+        claim("eta-2011#six-months", "Cement emboli were anticoagulated for 6 months in most "
+              "series.", topics=("management",)),
+        claim("zeta-2010#endothelium", "Cement emboli are anticoagulated for 6 months because "
+              "endothelium then covers them.", topics=("management",)),
+        claim("theta-2012#ct", "Cement emboli in the lungs were seen on chest CT in most "
+              "patients.", topics=("imaging",)),
+        claim("iota-2013#small-vessels", "Cement emboli in the lungs usually lodge in small "
+              "peripheral vessels.", topics=("imaging",)),
+    ]
+    kp = KeyPoints(kinds=(), cells={})
+    why = Composer(claims, key_points=kp).compose(
+        "Why are cement emboli anticoagulated for 6 months?", claims)
+    assert why.sentences[0].cites == ("zeta-2010#endothelium",)
+    where = Composer(claims, key_points=kp).compose(
+        "Where in the lungs are cement emboli usually seen?", claims)
+    assert where.sentences[0].cites == ("iota-2013#small-vessels",)
+
+
+def test_the_longest_interval_is_answered_by_the_sentence_with_a_duration() -> None:
+    claims = [
+        claim("eta-2011#discovered", "Cement in the lungs was discovered on chest CT in 26% of "
+              "patients after vertebroplasty.", topics=("incidence",)),
+        claim("zeta-2010#late", "Cement in the lungs was discovered 10 years after "
+              "vertebroplasty.", case=True, topics=("timing",)),
+    ]
+    kp = KeyPoints(kinds=(), cells={})
+    out = Composer(claims, key_points=kp).compose(
+        "What is the longest interval between vertebroplasty and discovery of cement in the "
+        "lungs?", claims)
+    assert out.sentences[0].cites == ("zeta-2010#late",)
+
+
+def test_a_named_sources_claims_lead_over_another_sources_claims_that_share_its_words() -> None:
+    claims = [
+        claim("pearl-2021#algorithm", "The treatment algorithm of the Pearl gives heparin for "
+              "central cement emboli.", topics=("management",)),
+        claim("acep-2019#monitor", "The ACEP article says patients without symptoms with "
+              "peripheral emboli can be monitored.", topics=("source-recommendations",)),
+    ]
+    kinds = (QuestionKind("acep", "ACEP", (re.compile(r"\bACEP\b"),), ("source-recommendations",),
+                          ("acep-2019#monitor",)),)
+    out = Composer(claims, key_points=KeyPoints(kinds=kinds, cells={}),
+                   names={"acep-2019": ["ACEP"]}).compose(
+        "ACEP: what's their algorithm for cement emboli?", claims, named=("acep-2019",))
+    assert out.sentences[0].cites == ("acep-2019#monitor",)
+
+
+def test_number_words_match_digits_and_stray_letters_are_not_terms() -> None:
+    from assistant.answer.lexical import terms
+
+    assert terms("at one year") == terms("at 1 year")
+    assert "s" not in terms("what's the rationale")
+    assert "3" in terms("grade 3 of 5")  # a digit alone is a term

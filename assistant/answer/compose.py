@@ -66,26 +66,35 @@ ROUTES_USED = 3
 # A question asking "how often / how long / how much" is answered by a sentence with a number.
 QUANTITY_RE = re.compile(
     r"\b(how (often|common|frequent|long|many|much|soon|late)|incidence|rate|percent|dose|"
-    r"duration|months?|volume|risk|odds|proportion|figures?|what (?:range|share))\b|%",
+    r"duration|interval|months?|volume|risk|odds|proportion|figures?|what (?:range|share))\b|%",
     re.IGNORECASE,
 )
 NUMBER_RE = re.compile(r"\d")
-# What kind of quantity a question asks for, and what a sentence that gives it contains: "how
-# often" is answered by a rate, "how long" by a duration, "what dose" by a dose (tuned on dev).
-QUANTITY_KINDS: tuple[tuple[re.Pattern[str], re.Pattern[str]], ...] = tuple(
+# What shape of answer a question asks for, and what a sentence of that shape contains: "how
+# often" is answered by a rate, "how long" or "the longest interval" by a duration, "what dose"
+# by a dose, "why" by a sentence that gives a reason, "where" by one that names a site.
+ANSWER_SHAPES: tuple[tuple[re.Pattern[str], re.Pattern[str]], ...] = tuple(
     (re.compile(asked, re.IGNORECASE), re.compile(given, re.IGNORECASE))
     for asked, given in (
         (r"\bhow\s+(?:often|common|frequent\w*|likely|rare)\b|\bincidence\b|\brates?\b|"
          r"\bpercent\w*|\bproportion\b|\bwhat\s+share\b|\bhow\s+many\s+(?:patients|cases|people)",
          r"\d\s*%|\b\d+\s+of\s+(?:the\s+)?\d+|\bodds\s+ratio\b"),
-        (r"\bhow\s+(?:long|soon|late)\b|\bduration\b|\bhow\s+many\s+(?:months|weeks|days|years)\b",
+        (r"\bhow\s+(?:long|soon|late)\b|\bduration\b|\bhow\s+many\s+(?:months|weeks|days|years)\b|"
+         r"\binterval\b|\b(?:longest|shortest|earliest|latest)\b|\bat\s+what\s+point\b|"
+         r"\btime\s+(?:to|from|between|until)\b",
          r"\b\d+(?:\s*-\s*\d+)?\s*(?:days?|weeks?|months?|years?)\b|"
          r"\b(?:one|two|three|four|six|ten|twelve)\s+(?:days?|weeks?|months?|years?)\b"),
         (r"\bdos(?:e|es|ing)\b|\bhow\s+much\b",
          r"\bmg\b|\bdose\b|\bcc\b|\bmL\b|\bvolume\b"),
+        (r"\bwhy\b|\brationale\b|\breasons?\b|\bhow\s+come\b|\bexplain\w*",
+         r"\b(?:because|until|so\s+that|due\s+to|owing\s+to|as\s+a\s+result|reflects?|"
+         r"explain\w*|rationale|reasons?|attributed|caused\s+by|leads?\s+to|results?\s+from)\b"),
+        (r"\bwhere\b|\bwhich\s+(?:vessels?|arter\w*|part|parts|lobes?|site|sites|branch\w*)\b",
+         r"\b(?:peripheral|central|lobar|segmental|subsegmental|main\s+pulmonary|pulmonary\s+trunk|"
+         r"right\s+(?:atri\w*|ventric\w*)|vena\s+cava|lobes?|branch\w*|vessels?|venous\s+plexus)\b"),
     )
 )
-QUANTITY_KIND_BONUS = 0.3
+ANSWER_SHAPE_BONUS = 0.3
 # Words that ask rather than tell: they must not make a claim look relevant ("how long" is not
 # about a claim saying "long after").
 QUESTION_WORDS_RE = re.compile(
@@ -151,6 +160,7 @@ class _Unit:
     priors: list[float] = field(default_factory=list)
     score: float = 0.0
     off_topic: bool = False  # on none of the topics the question's cues route it to
+    other_source: bool = False  # the question names a source, and this is another one's
 
     @property
     def key(self) -> str:
@@ -314,6 +324,7 @@ class Composer:
         cued_topics = {t for r in routes if r.cues for t in r.kind.topics}
         cued_topics.discard("source-recommendations")  # a named source's kind: any topic
         keep = set(cells.get(rec.rule_id, ())) if rec is not None and cell_leads else set()
+        keep |= {p.id for source_id in named for p in self.by_source.get(source_id, ())}
         if cued_topics:
             for unit in units.values():
                 p = unit.passage
@@ -326,6 +337,7 @@ class Composer:
             for unit in units.values():
                 if unit.passage.source_id not in named and unit.passage.id not in cell_ids:
                     unit.priors[:] = [p * OTHER_SOURCE_FACTOR for p in unit.priors]
+                    unit.other_source = True
         return units
 
     def _allowed(self, unit: _Unit, rec: Recommendation | None, findings: Findings | None) -> bool:
@@ -353,21 +365,24 @@ class Composer:
         wants_number: bool,
         named: Sequence[str],
         noted: set[str],
-        quantities: Sequence[re.Pattern[str]] = (),
+        shapes: Sequence[re.Pattern[str]] = (),
     ) -> list[_Unit]:
         """Best first, then maximal marginal relevance; no near-duplicates, at most PER_SOURCE
         sentences from a source the question does not name; a claim the disagreement note
-        states may only lead. ``quantities``: what a sentence giving the quantity asked for
-        contains (a rate, a duration, a dose)."""
+        states may only lead. ``shapes``: what a sentence of the shape of answer asked for
+        contains (a rate, a duration, a dose, a reason, a site)."""
         unit_terms = {
             u.key: self.claim_terms.get(u.key) or frozenset(terms(u.text)) for u in units
         }
         for u in units:
-            u.score = u.prior() + lexical_weight * self.idf.coverage(query, unit_terms[u.key])
+            lexical = lexical_weight * self.idf.coverage(query, unit_terms[u.key])
+            if u.other_source:  # its words do not make another source's claim the answer
+                lexical *= OTHER_SOURCE_FACTOR
+            u.score = u.prior() + lexical
             if wants_number and NUMBER_RE.search(u.text):
                 u.score += NUMBER_BONUS
-            if any(given.search(u.text) for given in quantities):
-                u.score += QUANTITY_KIND_BONUS  # the very quantity asked for
+            if any(given.search(u.text) for given in shapes):
+                u.score += ANSWER_SHAPE_BONUS  # the very thing asked for
         pool = sorted(units, key=lambda u: (-u.score, u.key))
         chosen: list[_Unit] = []
         per_source: dict[str, int] = {}
@@ -489,7 +504,7 @@ class Composer:
             wants_number=bool(QUANTITY_RE.search(question)),
             named=named,
             noted=noted,
-            quantities=[g for asked, g in QUANTITY_KINDS if asked.search(asking or question)],
+            shapes=[g for asked, g in ANSWER_SHAPES if asked.search(asking or question)],
         )
         sentences = [Sentence(self.sentence_text(u), (u.passage.id,), "claim") for u in chosen]
         convention = self._convention(routes, asking)

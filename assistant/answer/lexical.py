@@ -24,6 +24,13 @@ SENTENCE_RE = re.compile(
 
 
 _STEMMER = snowballstemmer.stemmer("english")
+# Small numbers written as words match the digits claims use ("at one year" / "at 1 year").
+NUMBER_WORDS = {
+    w: str(i)
+    for i, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve".split()
+    )
+}
 
 
 @lru_cache(maxsize=50_000)
@@ -37,8 +44,13 @@ def stem(word: str) -> str:
 
 
 def terms(text: str) -> list[str]:
-    """Content words as stems (see ``stem``), stopwords left out."""
-    return [stem(w) for w in WORD_RE.findall(text.lower()) if w not in STOPWORDS]
+    """Content words as stems (see ``stem``), stopwords and stray letters ("what's" -> s) left
+    out; number words as digits."""
+    return [
+        NUMBER_WORDS.get(w) or stem(w)
+        for w in WORD_RE.findall(text.lower())
+        if w not in STOPWORDS and (len(w) > 1 or w.isdigit())
+    ]
 
 
 def split_sentences(text: str) -> list[str]:
