@@ -307,6 +307,14 @@ def test_on_a_phone_the_tier_and_its_escalations_are_on_the_first_screen(
     assert all(b is not None for b in boxes)
     bottoms = [b["y"] + b["height"] for b in boxes if b]
     assert max(bottoms) <= PHONE["height"], f"below the first screen: {bottoms}"
+    # What made them fit: each escalation's certainty, rationale and sources are one tap away.
+    for i in range(2):
+        why = escalations.nth(i).locator("details")
+        expect(why.locator(".pce-certainty")).to_be_hidden()
+        why.locator("summary").click()
+        expect(why.locator(".pce-certainty")).to_be_visible()
+        expect(why.locator(".pce-rationale")).to_be_visible()
+        expect(why.locator("ol.pce-cites li").first).to_be_visible()
     prose = page.locator("#pce-chat").get_by_test_id("bot").first.bounding_box()
     card_box = card(page).bounding_box()
     assert prose is not None and card_box is not None

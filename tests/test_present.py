@@ -220,6 +220,32 @@ def test_card_shows_certainty_of_evidence_when_the_recommendation_carries_it(
     assert "Certainty of evidence: **very low**" in present.cds_detail(graded, findings, text)
 
 
+def test_an_escalations_actions_are_in_sight_and_its_certainty_and_sources_behind_why(
+    assistant: Assistant, text: present.Presentation
+) -> None:
+    """On a phone the actions must fit the first screen; the support stays one click away."""
+    findings, rec = recommend(
+        assistant, hemodynamic_instability="yes", intracardiac_cement="yes", symptomatic="yes"
+    )
+    card = present.card_view(rec, findings, text)
+    assert len(card.escalations) == 2 and all(e.certainty for e in card.escalations)
+    shown = present.card_html(card)
+    for e in card.escalations:
+        assert e.certainty is not None
+        block = shown.split(f'data-escalation="{e.id}"', 1)[1].split('class="pce-escalation"')[0]
+        in_sight, _, rest = (html.unescape(part) for part in block.partition("<details"))
+        behind_why = rest.partition("</details>")[0]
+        for action in e.actions:
+            assert action in in_sight, action
+        assert f"Why (certainty: {e.certainty.level}; {len(e.citations)} sources)" in behind_why
+        assert "Certainty of evidence" not in in_sight
+        assert f"Certainty of evidence: <b>{e.certainty.level}</b>" in behind_why
+        assert e.certainty.basis in behind_why
+        assert e.rationale in behind_why
+        for source in e.sources:
+            assert source.title in behind_why, source.title
+
+
 def _faces(answer: Any, text: present.Presentation) -> dict[str, str]:
     """What each face shows of one answer's card (HTML unescaped, so words compare as written)."""
     rec = answer.recommendation
