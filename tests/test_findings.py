@@ -613,6 +613,11 @@ def test_question_about_this_patient_still_asks_for_management(
         ("segmental arteries of the right lower lobe", ("peripheral", "segmental", "right")),
         ("the left main pulmonary artery", ("central", "trunk", "left")),
         ("cement in both the RPA", ("central", "main", "right")),
+        # 'PA' as the vessel noun of a branch: the branch's level decides.
+        ("segmental PA branches", ("peripheral", "segmental", "")),
+        ("the left lower lobe PA branch", ("lobar", "lobe", "left")),
+        ("a PA branch", ("unclear", "branch", "")),
+        ("cement in both PAs", ("central", "main", "both")),
     ],
 )
 def test_a_vessel_mention_takes_the_level_of_its_most_distal_qualifier(
@@ -631,6 +636,7 @@ def test_a_vessel_mention_takes_the_level_of_its_most_distal_qualifier(
         "?cement in the RPA on the chest film.",  # hedged alone
         "Cement emboli in the left lower lobe.",  # a lobe is no vessel level
         "Post L1-L3 segmental instrumentation, pain improved, asymptomatic.",  # not emboli
+        "PA chest radiograph: linear cement opacities in both lungs.",  # PA = posteroanterior
     ],
 )
 def test_anatomy_that_holds_no_asserted_cement_sets_no_location(
