@@ -725,6 +725,11 @@ def test_initially_stable_then_shock_keeps_both_spans(lexicon: Lexicon) -> None:
         "cancer pts with cement emboli - what share had symptoms?",
         "Can you get hypotension and arrhythmia during cement injection?",
         "Does pulmonary cement embolism cause chest pain?",
+        # Prevention: the site named is what to prevent, not where this patient's cement is.
+        "What reduces the risk of cement embolism to the right ventricle?",
+        # Typed without '?': a last sentence opened by a question word asks.
+        "how do you stop cement going to the heart during PVP",
+        "are most cement emboli in the segmental branches",
     ],
 )
 def test_population_questions_state_no_patient_finding(question: str, lexicon: Lexicon) -> None:
@@ -740,6 +745,16 @@ def test_a_population_clause_does_not_erase_the_patients_findings_in_the_same_se
         lexicon,
     )
     assert findings.hemodynamic_instability is True and findings.location == "central"
+
+
+def test_a_patients_findings_stay_when_the_last_question_asks_how_to_prevent_more(
+    lexicon: Lexicon,
+) -> None:
+    findings = extract_findings(
+        "Cement in the right atrium after kyphoplasty, no symptoms. how do we stop it migrating",
+        lexicon,
+    )
+    assert findings.intracardiac_cement is True and findings.symptomatic is False
 
 
 def test_history_statement_superseded_by_this_turn_is_shown_as_overridden(

@@ -185,7 +185,11 @@ def _sentences(text: str, lexicon: Lexicon) -> list[_Segment]:
         segments.append(_Segment(start, m.end(), "?" in m.group()))
         start = m.end()
     if start < len(text):
-        segments.append(_Segment(start, len(text)))
+        # A last sentence typed without '?' that opens with a question word asks (the same rule
+        # as the asking check, lexicon ``asking.opening``): 'how do you stop cement ... during PVP'.
+        tail = text[start:].strip()
+        asks = any(p.match(tail) for p in lexicon.asking.opening)
+        segments.append(_Segment(start, len(text), asks))
     return segments
 
 
