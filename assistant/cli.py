@@ -338,10 +338,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("audit", help="the audit trail")
     audit_sub = p.add_subparsers(dest="audit_command", required=True)
-    pe = audit_sub.add_parser("export", help="export every event to CSV or JSONL")
+    pe = audit_sub.add_parser(
+        "export",
+        help="export every event to CSV or JSONL",
+        description="Export every audit event, oldest first, from the store PCE_AUDIT_URL names "
+        "(PostgreSQL or SQLite; default: the SQLite file under the data directory).",
+    )
     pe.add_argument("--out", required=True, help="output file (.csv or .jsonl)")
     pe.add_argument("--format", choices=["csv", "jsonl"])
-    pe.add_argument("--data-dir", help="where the SQLite audit database lives (PCE_DATA_DIR)")
+    pe.add_argument(
+        "--data-dir",
+        help="data directory of the default SQLite audit database (PCE_DATA_DIR); ignored when "
+        "PCE_AUDIT_URL is set",
+    )
     pe.set_defaults(func=cmd_audit_export)
 
     return parser

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
+import httpx
 import pytest
 from axe_playwright_python.sync_playwright import Axe
+from fhirdata import FHIR_FIXTURES
 from playwright.sync_api import Dialog, Locator, Page, expect, sync_playwright
 from servers import serve_app as serve
 
@@ -260,6 +263,8 @@ def test_axe_finds_no_critical_or_serious_violation_empty_and_after_an_answer(
     width = f"{viewport['width']}{'-dark' if scheme == 'dark' else ''}"
     empty = browser.axe(f"empty-{width}")
     assert blocking(empty) == {}, empty
+    # axe rates a missing level-one heading 'moderate': checked here so it cannot come back.
+    expect(page.locator("h1")).to_have_count(1)
 
     # escalations, a derived input, an overridden statement, follow-up options, citations: the
     # most markup
@@ -349,4 +354,29 @@ def test_link_with_findings_prefills_the_panel_and_the_question(open_page: OpenP
     expect(card(page)).to_contain_text("the last question", timeout=ANSWER_TIMEOUT_MS)
     expect(card(page)).to_have_attribute("data-tier", "surgical_embolectomy")
     expect(page.locator("#pce-extracted")).to_contain_text("findings panel")
+    assert browser.outside_loopback() == []
+
+
+def test_the_link_card_of_a_live_cds_response_opens_the_same_case_in_the_ui(
+    base_url: str, open_page: OpenPage
+) -> None:
+    """End to end: an EHR posts a FHIR hook, the clinician follows the card's link to the UI."""
+    hook = json.loads((FHIR_FIXTURES / "asymptomatic-segmental-surveillance.json").read_text())
+    service = base_url.rstrip("/") + "/cds-services/pce-management"
+    response = httpx.post(service, json=hook, timeout=60)
+    response.raise_for_status()
+    (cds_card,) = [c for c in response.json()["cards"] if c.get("links")]
+    link = cds_card["links"][0]
+    assert link["type"] == "absolute" and link["url"].startswith(base_url)
+    params = {k: v[0] for k, v in parse_qs(urlsplit(link["url"]).query).items()}
+    tier = re.search(r"`(surveillance|anticoagulation|surgical_embolectomy|needs_information)`",
+                     cds_card["detail"])
+    assert tier is not None, cds_card["detail"]
+
+    browser = open_page(query=params)
+    page = browser.page
+    expect(card(page)).to_have_attribute("data-tier", tier.group(1), timeout=30_000)
+    assert radio_value(page, "pce-symptomatic") == params["symptomatic"]
+    assert radio_value(page, "pce-location") == params["location"]
+    expect(page.locator("#pce-question textarea")).to_have_value(params["question"])
     assert browser.outside_loopback() == []
