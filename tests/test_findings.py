@@ -597,6 +597,21 @@ def test_question_about_this_patient_still_asks_for_management(
     assert resolve_findings(question, lexicon).asks_management
 
 
+@pytest.mark.parametrize(
+    "question",
+    [
+        "What proportion of patients with cement emboli need treatment?",
+        "How often do cement emboli need anticoagulation?",
+        "Do most patients with PCE need treatment?",
+    ],
+)
+def test_a_question_about_treating_patients_in_general_asks_for_no_recommendation(
+    question: str, lexicon: Lexicon
+) -> None:
+    findings = resolve_findings(question, lexicon)
+    assert not findings.asks_management and not findings.has_clinical_finding()
+
+
 # --- anatomy as structure (issue 11) -------------------------------------------------------------
 
 

@@ -54,6 +54,12 @@ def _asks(sentence: _Sentence, lexicon: Lexicon) -> bool:
         return False  # the report's own text
     if any(p.search(sentence.text) for p in lexicon.literature):
         return False  # about what a source did or said
+    population = lexicon.population
+    if any(p.search(sentence.text) for p in population.any_sentence) or (
+        "." not in sentence.mark
+        and any(p.search(sentence.text) for p in population.question_sentence)
+    ):
+        return False  # about patients in general ('how often do emboli need anticoagulation?')
     if "?" in sentence.mark:
         return True
     if "." not in sentence.mark and any(p.match(sentence.text) for p in asking.opening):
