@@ -59,7 +59,7 @@ bench: install-dev postgres
 
 lint: install-dev
 	$(BIN)/ruff check assistant tests bench app.py
-	$(BIN)/mypy assistant
+	$(BIN)/mypy assistant bench
 	$(BIN)/lint-imports
 
 clean:

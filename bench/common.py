@@ -163,3 +163,58 @@ def run_json(code: str, env: dict[str, str], timeout: float) -> tuple[dict[str, 
     if proc.returncode != 0:
         raise RuntimeError(f"subprocess failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1]), wall
+
+
+def ask_load(
+    base: str, clients: int, requests: int, next_question: Callable[[], str], timeout: float
+) -> dict[str, Any]:
+    """Closed-loop load: ``clients`` threads each POST ``requests // clients`` questions to
+    /api/v1/ask and wait for each answer. Counts errors and which worker answered (the
+    ``x-pce-worker`` header), so the single-process and the multi-worker runs measure alike."""
+    import collections
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    per_client = requests // clients
+    latencies: list[float] = []
+    errors: list[str] = []
+    workers: collections.Counter[str] = collections.Counter()
+    lock = threading.Lock()
+
+    def client_loop() -> None:
+        with httpx.Client(base_url=base, timeout=timeout, trust_env=False) as client:
+            for _ in range(per_client):
+                question = next_question()
+                t0 = time.perf_counter()
+                try:
+                    reply = client.post("/api/v1/ask", json={"question": question})
+                    ok = reply.status_code == 200
+                    problem = f"{reply.status_code}: {reply.text[:120]}"
+                    worker = reply.headers.get("x-pce-worker", "")
+                except httpx.HTTPError as exc:
+                    ok, problem, worker = False, repr(exc), ""
+                elapsed = time.perf_counter() - t0
+                with lock:
+                    latencies.append(elapsed)
+                    workers[worker] += 1
+                    if not ok:
+                        errors.append(problem)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        for future in [pool.submit(client_loop) for _ in range(clients)]:
+            future.result()
+    wall = time.perf_counter() - start
+    stats = summary_ms(latencies)
+    return {
+        "requests": len(latencies),
+        "errors": len(errors),
+        "first_errors": errors[:3],
+        "wall_s": round(wall, 2),
+        "rps": round(len(latencies) / wall, 1),
+        "p50_ms": stats["p50_ms"],
+        "p95_ms": stats["p95_ms"],
+        "answered_by": len([w for w in workers if w]) or 1,
+    }

@@ -12,18 +12,17 @@ import subprocess
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from bench.common import (
     VENV_BIN,
+    ask_load,
     bench_env,
     free_port,
     questions,
     rss_mb,
     stop,
-    summary_ms,
     wait_http,
 )
 
@@ -70,43 +69,6 @@ def run(data_dir: Path, levels: Sequence[int], requests: int) -> dict[str, Any]:
 
 
 def _level(base: str, clients: int, requests: int, next_question: Any) -> dict[str, Any]:
-    import httpx
-
-    per_client = requests // clients
-    latencies: list[float] = []
-    errors: list[str] = []
-    lock = threading.Lock()
-
-    def client_loop() -> None:
-        with httpx.Client(base_url=base, timeout=60, trust_env=False) as client:
-            for _ in range(per_client):
-                question = next_question()
-                t0 = time.perf_counter()
-                try:
-                    reply = client.post("/api/v1/ask", json={"question": question})
-                    ok = reply.status_code == 200
-                    problem = f"{reply.status_code}: {reply.text[:120]}"
-                except httpx.HTTPError as exc:
-                    ok, problem = False, repr(exc)
-                elapsed = time.perf_counter() - t0
-                with lock:
-                    latencies.append(elapsed)
-                    if not ok:
-                        errors.append(problem)
-
-    start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=clients) as pool:
-        for future in [pool.submit(client_loop) for _ in range(clients)]:
-            future.result()
-    wall = time.perf_counter() - start
-    stats = summary_ms(latencies)
-    return {
-        "clients": clients,
-        "requests": len(latencies),
-        "errors": len(errors),
-        "first_errors": errors[:3],
-        "wall_s": round(wall, 2),
-        "rps": round(len(latencies) / wall, 1),
-        "p50_ms": stats["p50_ms"],
-        "p95_ms": stats["p95_ms"],
-    }
+    result = ask_load(base, clients, requests, next_question, timeout=60)
+    result.pop("answered_by")  # one process answers them all
+    return {"clients": clients, **result}

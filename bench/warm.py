@@ -93,7 +93,7 @@ def rules_engine(assistant: Any, rounds: int = 250) -> dict[str, Any]:
         "intracardiac_cement": (True, False, None),
     }
     cases = [
-        Findings(**dict(zip(values, combo, strict=True)))
+        Findings.model_validate(dict(zip(values, combo, strict=True)))
         for combo in itertools.product(*values.values())
     ]
     table = assistant.components.rules

@@ -23,19 +23,18 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from bench.common import (
     REPO_ROOT,
     VENV_BIN,
+    ask_load,
     bench_env,
     free_port,
     questions,
     rss_mb,
     stop,
-    summary_ms,
     wait_http,
 )
 
@@ -96,49 +95,7 @@ def _index(env: dict[str, str], log: Path) -> float:
 
 
 def _load(base: str, requests: int, next_question: Callable[[], str]) -> dict[str, Any]:
-    import httpx
-
-    per_client = requests // CLIENTS
-    latencies: list[float] = []
-    errors: list[str] = []
-    workers: collections.Counter[str] = collections.Counter()
-    lock = threading.Lock()
-
-    def client_loop() -> None:
-        with httpx.Client(base_url=base, timeout=120, trust_env=False) as client:
-            for _ in range(per_client):
-                question = next_question()
-                t0 = time.perf_counter()
-                try:
-                    reply = client.post("/api/v1/ask", json={"question": question})
-                    ok = reply.status_code == 200
-                    problem = f"{reply.status_code}: {reply.text[:120]}"
-                    worker = reply.headers.get("x-pce-worker", "")
-                except httpx.HTTPError as exc:
-                    ok, problem, worker = False, repr(exc), ""
-                elapsed = time.perf_counter() - t0
-                with lock:
-                    latencies.append(elapsed)
-                    workers[worker] += 1
-                    if not ok:
-                        errors.append(problem)
-
-    start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=CLIENTS) as pool:
-        for future in [pool.submit(client_loop) for _ in range(CLIENTS)]:
-            future.result()
-    wall = time.perf_counter() - start
-    stats = summary_ms(latencies)
-    return {
-        "requests": len(latencies),
-        "errors": len(errors),
-        "first_errors": errors[:3],
-        "wall_s": round(wall, 2),
-        "rps": round(len(latencies) / wall, 1),
-        "p50_ms": stats["p50_ms"],
-        "p95_ms": stats["p95_ms"],
-        "answered_by": len([w for w in workers if w]) or 1,
-    }
+    return ask_load(base, CLIENTS, requests, next_question, timeout=120)
 
 
 def _tree_rss_mb(pid: int) -> float:
