@@ -373,6 +373,36 @@ def test_rules_symptomatic_central_asks_about_intracardiac_cement_without_changi
 
 
 @pytest.mark.parametrize(("symptomatic", "location"),
+                         [("no", "central"), ("yes", "peripheral"), ("no", "peripheral"),
+                          ("unknown", "unknown")])
+def test_rules_a_heart_mentioned_without_settling_it_is_asked_about_in_any_cell(
+    table: RuleTable, symptomatic: str, location: str
+) -> None:
+    base = findings(symptomatic, location)
+    hedged = base.model_copy(update={"evidence": (
+        evidence("intracardiac_cement", "possible", "right atrium"),
+        evidence("intracardiac_cement", "not assessed", "heart not imaged"),
+    )})
+    before, rec = table.recommend(base), table.recommend(hedged)
+    assert (rec.tier, rec.rule_id, rec.escalations) == (
+        before.tier, before.rule_id, before.escalations)
+    assert rec.inputs["intracardiac_cement"] == "unknown"
+    asked = [m for m in rec.missing if m.finding == "intracardiac_cement"]
+    assert [m.finding for m in rec.missing if m.finding != "intracardiac_cement"] == [
+        m.finding for m in before.missing]
+    (question,) = asked
+    assert question.question.startswith("The record mentions the heart without settling")
+    assert ('"right atrium" (intracardiac_cement=possible) and "heart not imaged" '
+            "(intracardiac_cement=not assessed)") in question.question
+
+
+def test_rules_open_evidence_never_reopens_a_stated_value(table: RuleTable) -> None:
+    stated = findings("no", "peripheral", intracardiac="no").model_copy(update={"evidence": (
+        evidence("intracardiac_cement", "possible", "right atrium"),)})
+    assert table.recommend(stated).missing == ()
+
+
+@pytest.mark.parametrize(("symptomatic", "location"),
                          [("no", "central"), ("yes", "peripheral"), ("no", "peripheral")])
 def test_rules_intracardiac_cement_is_not_asked_outside_symptomatic_central(
     table: RuleTable, symptomatic: str, location: str
@@ -664,13 +694,17 @@ DERIVED = ('derived:\n  - {{id: d, input: symptomatic, value: "{value}", when: {
          "missing.symptomatic.conflict: uses unknown placeholder '{span}' (did you mean 'spans'?)"),
         ([('conflict: "Symptoms? ({spans})"', 'conflict: "Symptoms? ({span})"')], "",
          "missing.symptomatic.conflict: must show '{spans}'"),
+        ([], '  hemodynamic_instability:\n    question: "Unstable?"\n'
+             '    conflict: "Unstable? ({spans})"\n    open: "Unstable?"\n',
+         "missing.hemodynamic_instability.open: must show '{spans}'"),
         ([], DERIVED.format(value="maybe", when='hemodynamic_instability: "yes"'),
          "derived[d].value: unknown value 'maybe'"),
         ([], DERIVED.format(value="yes", when='symptomatic: "unknown"'),
          "derived[d].when.symptomatic: a derivation fills an unstated input"),
     ],
     ids=["when-input", "escalation-reads-table-input", "ask-when-value", "missing-unknown-input",
-         "template-placeholder", "template-required", "derived-value", "derived-self-reference"],
+         "template-placeholder", "template-required", "open-template-required", "derived-value",
+         "derived-self-reference"],
 )
 def test_rules_condition_and_template_problems_name_their_place(
     tmp_path: Path, fake_citations: Mapping[str, Citation], edits: list[tuple[str, str]],
