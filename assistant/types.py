@@ -424,6 +424,9 @@ class Findings(Frozen):
         ))
 
     def has_clinical_finding(self) -> bool:
+        # An open finding alone is not one: a hedge asserts nothing ('what was the patient with RV
+        # cement sent home on?' asks about a published case). It is asked about on a card that
+        # something else brings.
         return any(
             v is not None
             for v in (
@@ -432,7 +435,7 @@ class Findings(Frozen):
                 self.hemodynamic_instability,
                 self.intracardiac_cement,
             )
-        ) or bool(self.conflicts or self.unclear_location or self.open_findings())
+        ) or bool(self.conflicts or self.unclear_location)
 
 
 class MissingFinding(Frozen):

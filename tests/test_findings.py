@@ -692,7 +692,6 @@ def test_a_hedged_or_unassessed_heart_stays_unknown_and_is_asked_about(
     assert findings.open_findings() == ("intracardiac_cement",)
     heart = [e for e in findings.evidence if e.finding == "intracardiac_cement"]
     assert [(e.value, e.text) for e in heart] == [(value, span)]
-    assert findings.has_clinical_finding()
     rec = table.recommend(findings)
     # The tier comes from the table as without the heart; only a question is added.
     without = table.recommend(resolve_findings(REST.strip(), lexicon))
@@ -722,6 +721,22 @@ def test_a_negated_heart_is_no_and_is_not_asked_about(
     assert findings.intracardiac_cement is False
     assert findings.open_findings() == ()
     assert table.recommend(findings).missing == ()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Possible cement in the right atrium.",
+        "Heart not imaged yet.",
+        "Polli 2015: what was the patient with RV cement and effusion sent home on?",
+    ],
+)
+def test_a_heart_left_open_alone_states_no_finding(lexicon: Lexicon, text: str) -> None:
+    # A hedge asserts nothing, so alone it brings no card (as the corpus's tier null); on a card
+    # that something else brings, the table asks about it.
+    findings = resolve_findings(text, lexicon)
+    assert findings.open_findings() == ("intracardiac_cement",)
+    assert not findings.has_clinical_finding()
 
 
 def test_a_hedged_heart_beside_stated_cement_in_it_is_yes(lexicon: Lexicon) -> None:
