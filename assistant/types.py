@@ -383,6 +383,14 @@ class Conflict(Frozen):
     evidence: tuple[Evidence, ...] = Field(description="The spans that disagree.")
 
 
+# Evidence values that leave a finding open: the record mentions it without settling it (a hedged
+# or a not-assessed heart: "possible cement in the right atrium", "heart not imaged"). They never
+# set the finding; the rules table asks about it.
+POSSIBLE = "possible"
+NOT_ASSESSED = "not assessed"
+OPEN_VALUES: tuple[str, ...] = (POSSIBLE, NOT_ASSESSED)
+
+
 class Findings(Frozen):
     symptomatic: bool | None = None
     location: Location | None = None
@@ -405,7 +413,20 @@ class Findings(Frozen):
         "that asks; a pasted report's own 'Follow-up CT recommended' does not.",
     )
 
+    def open_findings(self) -> tuple[FindingName, ...]:
+        """Findings the record mentions without settling them (hedged or not assessed): no
+        value, no conflict, and evidence with an open value ('possible', 'not assessed')."""
+        conflicted = {c.finding for c in self.conflicts}
+        return tuple(dict.fromkeys(
+            e.finding for e in self.evidence
+            if e.value in OPEN_VALUES and getattr(self, e.finding) is None
+            and e.finding not in conflicted
+        ))
+
     def has_clinical_finding(self) -> bool:
+        # An open finding alone is not one: a hedge asserts nothing ('what was the patient with RV
+        # cement sent home on?' asks about a published case). It is asked about on a card that
+        # something else brings.
         return any(
             v is not None
             for v in (

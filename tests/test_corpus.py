@@ -121,3 +121,22 @@ def test_every_reported_span_is_an_exact_slice_of_its_input(lexicon: Lexicon) ->
             assert text[ev.start : ev.end] == ev.text, (text, ev)
             checked += 1
     assert checked > 1000
+
+
+# --- the intracardiac question (issue 10) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
+def test_cement_in_the_heart_is_asked_about_exactly_when_left_open_or_symptomatic_central(
+    case: dict[str, Any], lexicon: Lexicon, rules: RuleTable
+) -> None:
+    found = resolve_findings(case["text"], lexicon)
+    if shown_tier(found, rules) is None:
+        return  # no card, nothing asked
+    values, _ = effective(found, rules)
+    open_ = "intracardiac-open" in case.get("tags", [])
+    expected = values["intracardiac_cement"] is None and (
+        open_ or (values["symptomatic"] is True and values["location"] == "central")
+    )
+    asked = {m.finding for m in rules.recommend(found).missing}
+    assert ("intracardiac_cement" in asked) == expected

@@ -679,6 +679,109 @@ def test_cement_in_a_heart_chamber_is_intracardiac_never_a_location(lexicon: Lex
     assert tip.intracardiac_cement is None
 
 
+# --- a heart mentioned without settling it (issue 10: the intracardiac overlay is asked about) ---
+
+REST = " Asymptomatic, peripheral cement emboli."
+
+
+@pytest.mark.parametrize(
+    ("text", "value", "span"),
+    [
+        ("Possible cement in the right atrium.", "possible", "right atrium"),
+        ("?cement in the RV.", "possible", "in the RV"),
+        ("Cement in the right atrium cannot be excluded.", "possible", "right atrium"),
+        ("Query intracardiac cement.", "possible", "intracardiac"),
+        ("Not sure whether there is cement in the right ventricle.", "possible", "right ventricle"),
+        ("Heart not imaged yet.", "not assessed", "Heart not imaged yet"),
+        ("The right heart was not assessed on this CT.", "not assessed",
+         "The right heart was not assessed"),
+        ("No imaging of the heart yet.", "not assessed", "No imaging of the heart yet"),
+        ("Intracardiac cement not assessed.", "not assessed", "Intracardiac cement not assessed"),
+    ],
+)
+def test_a_hedged_or_unassessed_heart_stays_unknown_and_is_asked_about(
+    lexicon: Lexicon, table: RuleTable, text: str, value: str, span: str
+) -> None:
+    findings = resolve_findings(text + REST, lexicon)
+    assert findings.intracardiac_cement is None  # never yes: a hedge asserts nothing
+    assert findings.open_findings() == ("intracardiac_cement",)
+    heart = [e for e in findings.evidence if e.finding == "intracardiac_cement"]
+    assert [(e.value, e.text) for e in heart] == [(value, span)]
+    rec = table.recommend(findings)
+    # The tier comes from the table as without the heart; only a question is added.
+    without = table.recommend(resolve_findings(REST.strip(), lexicon))
+    assert (rec.tier, rec.rule_id, rec.escalations) == (
+        "surveillance", "asymptomatic-peripheral", ()
+    )
+    assert (without.tier, without.missing) == ("surveillance", ())
+    (asked,) = rec.missing
+    assert asked.finding == "intracardiac_cement"
+    assert f'"{span}" (intracardiac_cement={value})' in asked.question
+    assert asked.question.endswith("Is there cement in the right atrium or right ventricle?")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "No cement in the heart.",
+        "Echo: no intracardiac cement.",
+        "Intracardiac cement excluded on echocardiography.",
+        "Possible cement in the right atrium. Echo: no intracardiac cement.",
+    ],
+)
+def test_a_negated_heart_is_no_and_is_not_asked_about(
+    lexicon: Lexicon, table: RuleTable, text: str
+) -> None:
+    findings = resolve_findings(text + REST, lexicon)
+    assert findings.intracardiac_cement is False
+    assert findings.open_findings() == ()
+    assert table.recommend(findings).missing == ()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Possible cement in the right atrium.",
+        "Heart not imaged yet.",
+        "Polli 2015: what was the patient with RV cement and effusion sent home on?",
+    ],
+)
+def test_a_heart_left_open_alone_states_no_finding(lexicon: Lexicon, text: str) -> None:
+    # A hedge asserts nothing, so alone it brings no card (as the corpus's tier null); on a card
+    # that something else brings, the table asks about it.
+    findings = resolve_findings(text, lexicon)
+    assert findings.open_findings() == ("intracardiac_cement",)
+    assert not findings.has_clinical_finding()
+
+
+def test_a_hedged_heart_beside_stated_cement_in_it_is_yes(lexicon: Lexicon) -> None:
+    text = "Cement in the right atrium; possibly also in the right ventricle." + REST
+    findings = resolve_findings(text, lexicon)
+    assert findings.intracardiac_cement is True
+    assert findings.open_findings() == ()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Catheter tip in the right atrium.",
+        "Possible catheter tip in the right atrium.",
+        "Cement emboli in segmental branches and a catheter tip in the right atrium. Asymptomatic.",
+        "Asymptomatic. Segmental cement emboli, central venous catheter tip in the RA.",
+        "Segmental cement emboli with the port catheter terminating in the right atrium.",
+        "Pacemaker lead in the RV and cement in segmental branches. Asymptomatic.",
+        "Heart rate not assessed.",
+    ],
+)
+def test_a_device_in_the_right_heart_or_a_heart_rate_says_nothing_about_cement(
+    lexicon: Lexicon, table: RuleTable, text: str
+) -> None:
+    findings = resolve_findings(text + REST, lexicon)
+    assert findings.intracardiac_cement is None
+    assert not any(e.finding == "intracardiac_cement" for e in findings.evidence)
+    assert table.recommend(findings).missing == ()
+
+
 # --- symptoms, time and population (issue 11) ----------------------------------------------------
 
 
@@ -815,4 +918,4 @@ def test_anatomy_file_errors_name_the_anatomy_file(tmp_path: Path) -> None:
         load_lexicon(tmp_path / "lexicon.yaml")
     assert info.value.path == str((tmp_path / "anatomy.yaml").resolve())
     problems = "\n".join(info.value.problems)
-    assert "anatomy.yaml:60: levels[trunk].class: required field is missing" in problems
+    assert "anatomy.yaml:78: levels[trunk].class: required field is missing" in problems

@@ -316,6 +316,37 @@ def test_every_face_shows_a_derived_input_as_the_tables_convention_not_as_stated
     assert "symptomatic = **yes**" not in faces["cds"]  # never as if the record had said it
 
 
+@pytest.mark.parametrize(
+    ("question", "span", "value"),
+    [
+        ("Possible cement in the right atrium. Asymptomatic, peripheral cement emboli after "
+         "vertebroplasty. Next step?", "right atrium", "possible"),
+        ("Dyspnoeic after kyphoplasty, cement in the RPA. Next step?", None, None),
+    ],
+    ids=["hedged-heart", "symptomatic-central"],
+)
+def test_every_face_asks_about_cement_in_the_heart_and_shows_the_hedged_span(
+    assistant: Assistant, text: present.Presentation, question: str, span: str | None,
+    value: str | None,
+) -> None:
+    answer = assistant.ask(question)
+    rec = answer.recommendation
+    assert rec is not None and answer.findings.intracardiac_cement is None
+    asked = next(m for m in rec.missing if m.finding == "intracardiac_cement")
+    assert asked.question in answer.follow_up_questions
+    faces = _faces(answer, text)
+    for face, shown in faces.items():
+        assert asked.question in shown, face
+        if span is not None:
+            assert f"“{span}”" in shown, face
+    if span is not None:
+        row = re.sub(r"<[^>]+>", "", _row(faces["card"], 'data-input="intracardiac_cement"'))
+        assert f"“{span}”" in row and "not stated" not in row
+        assert f"    - intracardiac_cement = {value} (text: “{span}”)" in faces["cli"]
+        assert f"- intracardiac_cement = **{value}**: “{span}”" in faces["cds"]
+        assert "intracardiac_cement = not stated in the record" not in faces["cds"]
+
+
 def test_a_finding_read_from_a_record_names_its_resource_and_date_in_every_face(
     assistant: Assistant, text: present.Presentation
 ) -> None:

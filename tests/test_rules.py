@@ -87,7 +87,7 @@ def test_rules_shipped_table_passes_every_check(knowledge: dict[str, Citation]) 
 
 
 def test_rules_shipped_table_exposes_version_rows_and_fingerprint(table: RuleTable) -> None:
-    assert table.version == "2026.11.3"
+    assert table.version == "2026.11.4"
     assert table.fingerprint == hashlib.sha256(SHIPPED.read_bytes()).hexdigest()[:12]
     assert [r.id for r in table.rows] == [
         "asymptomatic-peripheral", "symptomatic-peripheral", "asymptomatic-central",
@@ -324,22 +324,91 @@ def test_rules_haemodynamics_are_asked_about_without_changing_the_tier(
 ) -> None:
     rec = table.recommend(f)
     assert rec.escalations == ()
-    (missing,) = rec.missing
-    assert missing.finding == "hemodynamic_instability"
+    missing = next(m for m in rec.missing if m.finding == "hemodynamic_instability")
     assert all(span in missing.question for span in spans)
     assert missing.outcomes["yes"].startswith("adds escalation: haemodynamic instability")
     assert missing.outcomes["no"] == f"no escalation; tier unchanged: {tier}"
 
 
 @pytest.mark.parametrize(
-    ("symptomatic", "hemodynamic", "intracardiac"),
-    [("no", "unknown", "unknown"), ("yes", "no", "unknown"), ("yes", "no", "no")],
+    ("symptomatic", "location", "hemodynamic", "intracardiac"),
+    [("no", "central", "unknown", "unknown"), ("yes", "central", "no", "no"),
+     ("yes", "peripheral", "no", "unknown"), ("no", "peripheral", "unknown", "unknown")],
 )
-def test_rules_known_findings_and_haemodynamics_without_symptoms_are_not_asked(
-    table: RuleTable, symptomatic: str, hemodynamic: str, intracardiac: str
+def test_rules_known_findings_and_overlays_outside_ask_when_are_not_asked(
+    table: RuleTable, symptomatic: str, location: str, hemodynamic: str, intracardiac: str
 ) -> None:
-    rec = table.recommend(findings(symptomatic, "central", hemodynamic, intracardiac))
+    rec = table.recommend(findings(symptomatic, location, hemodynamic, intracardiac))
     assert rec.missing == ()
+
+
+@pytest.mark.parametrize(
+    ("symptomatic", "hemodynamic", "rule_id"),
+    [("yes", "no", "symptomatic-central"), ("yes", "yes", "symptomatic-central"),
+     # Instability with the symptom status unstated counts as symptomatic (the derivation).
+     ("unknown", "yes", "symptomatic-central")],
+)
+def test_rules_symptomatic_central_asks_about_intracardiac_cement_without_changing_the_tier(
+    table: RuleTable, symptomatic: str, hemodynamic: str, rule_id: str
+) -> None:
+    f = findings(symptomatic, "central", hemodynamic)
+    rec = table.recommend(f)
+    assert rec.rule_id == rule_id and rec.tier == "surgical_embolectomy"
+    assert "intracardiac_cement" not in {e.id for e in rec.escalations}
+    asked = next(m for m in rec.missing if m.finding == "intracardiac_cement")
+    assert asked.question == "Is there cement in the right atrium or right ventricle?"
+    assert asked.outcomes["yes"] == (
+        "adds escalation: "
+        + ", ".join(e.label for e in table.recommend(
+            f.model_copy(update={"intracardiac_cement": True})).escalations)
+        + "; tier unchanged: consider surgical embolectomy (surgical_embolectomy)"
+    )
+    assert asked.outcomes["no"].endswith(
+        "tier unchanged: consider surgical embolectomy (surgical_embolectomy)")
+    # Answering it adds or drops only the overlay: the tier never moves.
+    for answer in (True, False):
+        again = table.recommend(f.model_copy(update={"intracardiac_cement": answer}))
+        assert (again.rule_id, again.tier) == (rec.rule_id, rec.tier)
+        assert "intracardiac_cement" not in {m.finding for m in again.missing}
+
+
+@pytest.mark.parametrize(("symptomatic", "location"),
+                         [("no", "central"), ("yes", "peripheral"), ("no", "peripheral"),
+                          ("unknown", "unknown")])
+def test_rules_a_heart_mentioned_without_settling_it_is_asked_about_in_any_cell(
+    table: RuleTable, symptomatic: str, location: str
+) -> None:
+    base = findings(symptomatic, location)
+    hedged = base.model_copy(update={"evidence": (
+        evidence("intracardiac_cement", "possible", "right atrium"),
+        evidence("intracardiac_cement", "not assessed", "heart not imaged"),
+    )})
+    before, rec = table.recommend(base), table.recommend(hedged)
+    assert (rec.tier, rec.rule_id, rec.escalations) == (
+        before.tier, before.rule_id, before.escalations)
+    assert rec.inputs["intracardiac_cement"] == "unknown"
+    asked = [m for m in rec.missing if m.finding == "intracardiac_cement"]
+    assert [m.finding for m in rec.missing if m.finding != "intracardiac_cement"] == [
+        m.finding for m in before.missing]
+    (question,) = asked
+    assert question.question.startswith("The record mentions the heart without settling")
+    assert ('"right atrium" (intracardiac_cement=possible) and "heart not imaged" '
+            "(intracardiac_cement=not assessed)") in question.question
+
+
+def test_rules_open_evidence_never_reopens_a_stated_value(table: RuleTable) -> None:
+    stated = findings("no", "peripheral", intracardiac="no").model_copy(update={"evidence": (
+        evidence("intracardiac_cement", "possible", "right atrium"),)})
+    assert table.recommend(stated).missing == ()
+
+
+@pytest.mark.parametrize(("symptomatic", "location"),
+                         [("no", "central"), ("yes", "peripheral"), ("no", "peripheral")])
+def test_rules_intracardiac_cement_is_not_asked_outside_symptomatic_central(
+    table: RuleTable, symptomatic: str, location: str
+) -> None:
+    rec = table.recommend(findings(symptomatic, location))
+    assert "intracardiac_cement" not in {m.finding for m in rec.missing}
 
 
 # ---------------------------------------------------------------------- inputs, trace, purity
@@ -625,13 +694,17 @@ DERIVED = ('derived:\n  - {{id: d, input: symptomatic, value: "{value}", when: {
          "missing.symptomatic.conflict: uses unknown placeholder '{span}' (did you mean 'spans'?)"),
         ([('conflict: "Symptoms? ({spans})"', 'conflict: "Symptoms? ({span})"')], "",
          "missing.symptomatic.conflict: must show '{spans}'"),
+        ([], '  hemodynamic_instability:\n    question: "Unstable?"\n'
+             '    conflict: "Unstable? ({spans})"\n    open: "Unstable?"\n',
+         "missing.hemodynamic_instability.open: must show '{spans}'"),
         ([], DERIVED.format(value="maybe", when='hemodynamic_instability: "yes"'),
          "derived[d].value: unknown value 'maybe'"),
         ([], DERIVED.format(value="yes", when='symptomatic: "unknown"'),
          "derived[d].when.symptomatic: a derivation fills an unstated input"),
     ],
     ids=["when-input", "escalation-reads-table-input", "ask-when-value", "missing-unknown-input",
-         "template-placeholder", "template-required", "derived-value", "derived-self-reference"],
+         "template-placeholder", "template-required", "open-template-required", "derived-value",
+         "derived-self-reference"],
 )
 def test_rules_condition_and_template_problems_name_their_place(
     tmp_path: Path, fake_citations: Mapping[str, Citation], edits: list[tuple[str, str]],

@@ -4,8 +4,9 @@ The vocabulary and the conventions are data (``knowledge/anatomy.yaml``, validat
 ``clinical/lexicon.py``); this module only applies them:
 
 1. Find the atoms of the vocabulary: a vessel level (trunk, main, lobar, segmental, ...), a plain
-   branch, a lung lobe, a generic vessel noun, a heart chamber, or a statement that the location
-   is unknown. Overlapping atoms: the longest wins; atoms inside an exclusion drop.
+   branch, a lung lobe, a generic vessel noun, a heart chamber, a statement that the heart was
+   not assessed, or a statement that the location is unknown. Overlapping atoms: the longest
+   wins; atoms inside an exclusion drop.
 2. Join atoms separated only by a linker ("of the", "'s", a space, a hyphen) into one site, so
    "lower lobar branch of the right pulmonary artery" or "LPA segmental branches" is ONE site.
 3. A site's level is its most distal qualifier: a branch named through its main artery lies distal
@@ -28,10 +29,11 @@ from assistant.clinical.lexicon import Anatomy
 
 __all__ = ["Site", "find_sites"]
 
-AtomKind = Literal["level", "branch", "lobe", "vessel", "heart", "unclear"]
+AtomKind = Literal["level", "branch", "lobe", "vessel", "heart", "heart_unassessed", "unclear"]
 SiteKind = Literal["pulmonary", "heart", "unclear"]
 UNCLEAR = "unclear"
 LOBAR = "lobar"
+UNASSESSED = "unassessed"  # the level of a heart site that says the heart was not assessed
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,7 @@ class Site:
     start: int
     end: int
     location_class: str = ""  # central / lobar / unclear / peripheral ('' for the heart)
-    level: str = ""  # the level id that decided ('segmental'), or 'branch' / 'lobe'
+    level: str = ""  # the level id that decided ('segmental'), 'branch' / 'lobe', or 'unassessed'
     side: str = ""  # right / left / both / ''
     qualifier: bool = False  # decided by a word that describes emboli, not by a vessel name
 
@@ -86,6 +88,7 @@ def _atoms(text: str, anatomy: Anatomy) -> Iterator[_Atom]:
         ("lobe", anatomy.lobe),
         ("vessel", anatomy.vessel),
         ("heart", anatomy.heart),
+        ("heart_unassessed", anatomy.heart_unassessed),
         ("unclear", anatomy.unclear_statements),
     )
     for kind, patterns in groups:
@@ -105,7 +108,7 @@ def _longest_first(atoms: Iterator[_Atom]) -> list[_Atom]:
 
 def _joins(text: str, left: _Atom, right: _Atom, anatomy: Anatomy) -> bool:
     """Two atoms belong to one site when only a linker separates them (never across the heart)."""
-    if "heart" in (left.kind, right.kind) or "unclear" in (left.kind, right.kind):
+    if {left.kind, right.kind} & {"heart", "heart_unassessed", "unclear"}:
         return False
     return anatomy.linker.fullmatch(text[left.end : right.start]) is not None
 
@@ -118,6 +121,8 @@ def _sites(text: str, group: list[_Atom], anatomy: Anatomy) -> list[Site]:
     kind = group[0].kind
     if kind == "heart":
         return [Site("heart", start, end, side=side)]
+    if kind == "heart_unassessed":
+        return [Site("heart", start, end, level=UNASSESSED, side=side)]
     if kind == "unclear":
         return [Site("unclear", start, end, location_class=UNCLEAR, level="statement")]
     decided = _classify(group, anatomy)

@@ -38,7 +38,9 @@ What is read, in order:
    never negated by a trigger's scope; only an ADJACENT negation flips one ('not asymptomatic').
    Anatomy is also negated by 'clear', 'unremarkable' after it. A baseline trigger ('chronic',
    'from COPD') makes a symptom assert nothing unless a change word ('new', 'worse') is next to it.
-4. A site counts only if its clause names cement (``anatomy.cement_cues``).
+4. A site counts only if its clause names cement (``anatomy.cement_cues``). A hedged heart site
+   ('possible cement in the RA') or a statement that the heart was not assessed ('heart not
+   imaged') leaves intracardiac cement open: its value is 'possible' / 'not assessed'.
 5. Time: each mention takes the phase of the nearest time marker in its clause (earlier, unmarked,
    later, current), so the caller can let the latest stated state win.
 """
@@ -50,9 +52,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from assistant.clinical.anatomy import find_sites
+from assistant.clinical.anatomy import UNASSESSED, find_sites
 from assistant.clinical.lexicon import BinaryTerms, Lexicon
-from assistant.types import FindingName
+from assistant.types import NOT_ASSESSED, POSSIBLE, FindingName
 
 __all__ = ["PHASE_UNMARKED", "Mention", "read_mentions"]
 
@@ -105,6 +107,12 @@ class Mention:
             return self.label
         if self.kind == "site":
             if self.finding == "intracardiac_cement":
+                # A hedged heart or one not assessed leaves the finding open (the tool asks);
+                # doubt wins over a negation it qualifies ('cannot exclude no ...' is not 'no').
+                if self.label == NOT_ASSESSED:
+                    return NOT_ASSESSED
+                if self.uncertain:
+                    return POSSIBLE
                 return "no" if self.negated else "yes"
             return self.label
         if self.kind == "measured":
@@ -160,8 +168,10 @@ def read_mentions(text: str, lexicon: Lexicon, *, require_cement: bool = True) -
         if (
             require_cement
             and m.kind == "site"
-            and m.label != "unclear-statement"
-            and not m.uncertain  # a hedged site can only make the tool ask
+            and m.label not in ("unclear-statement", NOT_ASSESSED)  # statements need no cement word
+            # A hedged vessel can only make the tool ask; a heart always needs cement in its
+            # clause, so a catheter tip, hedged or not, never asks about intracardiac cement.
+            and not (m.uncertain and m.finding == "location")
             and not _holds_cement(text, clause, lexicon)
             and not (implied and m.qualifier and _describes_emboli(text, m, lexicon))
         ):
@@ -315,7 +325,10 @@ def _find_mentions(
             )
     for site in find_sites(text, lexicon.anatomy, excluded):
         if site.kind == "heart":
-            yield Mention("intracardiac_cement", "site", site.start, site.end, group=HEART)
+            label = NOT_ASSESSED if site.level == UNASSESSED else ""
+            yield Mention(
+                "intracardiac_cement", "site", site.start, site.end, label=label, group=HEART
+            )
         elif site.kind == "unclear":
             yield Mention("location", "site", site.start, site.end, label="unclear-statement")
         else:

@@ -15,7 +15,9 @@ How each finding is decided from one text (conventions: ``knowledge/lexicon.yaml
   a negated one ('no chest pain, but dyspnoea'), a normal number only clears an earlier abnormal
   one, and an asserted absent cue together with a present symptom is a conflict. Cough and
   haemoptysis are unverified: alone they leave symptoms unknown. 'Incidental' is weak: it counts
-  only when nothing else is said.
+  only when nothing else is said. A hedged or not-assessed heart ('possible cement in the right
+  atrium', 'heart not imaged') sets nothing but is kept as evidence ('possible', 'not assessed'),
+  so the rules table asks about it.
 * Location: the most proximal site that holds cement and is asserted decides; a hedged site more
   proximal than it is a conflict; a negated site says nothing.
 * Procedure: the first vertebroplasty or kyphoplasty named and asserted.
@@ -31,7 +33,15 @@ from assistant.clinical.asking import asks_management
 from assistant.clinical.context import GENERIC, UNVERIFIED, Mention, read_mentions
 from assistant.clinical.lexicon import Lexicon
 from assistant.errors import InputError
-from assistant.types import Conflict, Evidence, ExplicitFindings, FindingName, Findings, Origin
+from assistant.types import (
+    OPEN_VALUES,
+    Conflict,
+    Evidence,
+    ExplicitFindings,
+    FindingName,
+    Findings,
+    Origin,
+)
 
 __all__ = ["extract_findings", "resolve_findings"]
 
@@ -105,7 +115,12 @@ def extract_findings(
 def _decide_binary(mentions: list[Mention]) -> _Decision:
     """Latest phase per group; a present term and an absent cue in one phase are a conflict."""
     statements = [
-        m for m in mentions if not m.uncertain and not m.baseline and m.kind != "weak_absent"
+        m
+        for m in mentions
+        if not m.uncertain
+        and not m.baseline
+        and m.kind != "weak_absent"
+        and m.value not in OPEN_VALUES
     ]
     weak = [m for m in mentions if m.kind == "weak_absent" and not m.uncertain and not m.negated]
     groups = {m.group for m in statements if not m.for_every_group} | {GENERIC}
@@ -137,7 +152,8 @@ def _decide_binary(mentions: list[Mention]) -> _Decision:
         return _finish(False, _unique([*(m for st in no for m in st.used), *weak]), statements)
     if weak:
         return _Decision(value=False, used=weak)
-    return _Decision()
+    # A hedged or not-assessed heart: unknown, shown as the reason the tool asks.
+    return _Decision(used=[m for m in mentions if m.value in OPEN_VALUES])
 
 
 @dataclass

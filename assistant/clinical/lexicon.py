@@ -201,6 +201,7 @@ class Anatomy(_Strict):
     unclear_statements: Terms
     sides: dict[str, Terms]
     heart: Terms
+    heart_unassessed: Terms
     cement_cues: Terms
     exclusions: Terms
 

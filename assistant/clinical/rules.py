@@ -102,6 +102,12 @@ def check_rules(path: Path, citations: Mapping[str, Citation]) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------- engine
+def _spans(name: str, evidence: Sequence[Evidence]) -> str:
+    """'"a" (name=v)', '"a" (name=v) and "b" (name=w)', ... for a question template's {spans}."""
+    spans = [f'"{e.text}" ({name}={e.value})' for e in evidence]
+    return spans[0] if len(spans) == 1 else ", ".join(spans[:-1]) + f" and {spans[-1]}"
+
+
 def _condition(name: str, allowed: Sequence[str]) -> str:
     return f"{name} = {allowed[0]}" if len(allowed) == 1 else f"{name} in [{', '.join(allowed)}]"
 
@@ -287,11 +293,13 @@ class RuleTable:
         templates = self._questions[name]
         conflicts = [c for c in findings.conflicts if c.finding == name]
         if conflicts:
-            spans = [f'"{e.text}" ({name}={e.value})' for c in conflicts for e in c.evidence]
-            joined = spans[0] if len(spans) == 1 else ", ".join(spans[:-1]) + f" and {spans[-1]}"
-            return templates["conflict"].format(spans=joined)
+            return templates["conflict"].format(
+                spans=_spans(name, [e for c in conflicts for e in c.evidence]))
         if name == UNCLEAR_INPUT and findings.unclear_location:
             return templates["unclear"].format(term=findings.unclear_location)
+        if "open" in templates and name in findings.open_findings():
+            return templates["open"].format(
+                spans=_spans(name, [e for e in findings.evidence if e.finding == name]))
         return templates["question"]
 
     def _derived_input(self, d: Derivation, values: Mapping[str, str],
@@ -305,6 +313,21 @@ class RuleTable:
                             because=because, rationale=d.rationale, citations=d.citations,
                             evidence=spans)
 
+    def _asks(self, name: str, values: Mapping[str, str], findings: Findings) -> bool:
+        """Whether to ask about this input: a table input when unknown; an escalation input
+        when the record contradicts itself, mentions it without settling it (hedged or not
+        assessed), or when it is unknown and its ``ask_when`` holds."""
+        if name in self.inputs:
+            return values[name] == UNKNOWN
+        if name not in self._questions:
+            return False
+        if name in {c.finding for c in findings.conflicts}:
+            return True
+        return values[name] == UNKNOWN and (
+            name in findings.open_findings()
+            or (name in self._ask_when and matches(self._ask_when[name], values))
+        )
+
     def recommend(self, findings: Findings) -> Recommendation:
         """The recommendation for these findings. Pure: no I/O, same findings -> equal result."""
         stated = self.evaluate_inputs(findings)
@@ -312,7 +335,6 @@ class RuleTable:
         outcome = self._outcomes[(tuple(stated[n] for n in self.all_inputs), fillable)]
         values = outcome.values
         rule = outcome.rule
-        conflicted = {c.finding for c in findings.conflicts}
         missing = [
             MissingFinding(
                 finding=typing.cast(FindingName, name),
@@ -320,13 +342,7 @@ class RuleTable:
                 outcomes=dict(outcome.outcomes[name]),
             )
             for name in self.all_inputs
-            if (name in self.inputs and values[name] == UNKNOWN)
-            or (name in self.escalation_inputs and name in conflicted and name in self._questions)
-            or (
-                name in self._ask_when
-                and values[name] == UNKNOWN
-                and matches(self._ask_when[name], values)
-            )
+            if self._asks(name, values, findings)
         ]
         return Recommendation(
             tier=rule.tier,

@@ -51,6 +51,7 @@ TEMPLATE_FIELDS: dict[str, tuple[str, ...]] = {
     "question": (),
     "conflict": ("spans",),
     "unclear": ("term",),
+    "open": ("spans",),
 }
 Loc = tuple[str | int, ...]
 
@@ -252,13 +253,18 @@ class Questions(Frozen):
     question: Annotated[Text, _template("question")]
     conflict: Annotated[Text, _template("conflict")]
     unclear: Annotated[Text, _template("unclear")] | None = None
+    open: Annotated[Text, _template("open")] | None = Field(
+        default=None, description="Asked when the record mentions the input without settling it "
+        "(a hedged or not-assessed mention; {spans}: those spans)."
+    )
     ask_when: Condition | None = Field(
         default=None, description="Escalation inputs only: ask when these table values hold."
     )
 
     def templates(self) -> dict[str, str]:
         return {k: v for k, v in (("question", self.question), ("conflict", self.conflict),
-                                  ("unclear", self.unclear)) if v is not None}
+                                  ("unclear", self.unclear), ("open", self.open))
+                if v is not None}
 
 
 # --- the whole table ------------------------------------------------------------------------------

@@ -129,6 +129,9 @@ def _finding(
     raw = getattr(findings, name)
     if name == "location" and findings.unclear_location:
         raw = f"unclear ({findings.unclear_location})"
+    if raw is None and name in findings.open_findings():
+        # Mentioned without being settled ('possible', 'not assessed'): shown, and asked about.
+        raw = " / ".join(dict.fromkeys(e.value for e in findings.evidence if e.finding == name))
     evidence = _views([e for e in findings.evidence if e.finding == name])
     if raw is None or not evidence:
         filled = next((d for d in derived if d.input == name), None)
